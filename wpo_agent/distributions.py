@@ -1,0 +1,166 @@
+"""Policy distributions in pure JAX: diagonal Gaussian and mixture of diagonal Gaussians.
+
+Both are NamedTuples (so they are pytrees and pass through `jit`, `vmap`, `vjp`)
+with the small API WPO needs: `sample`, `log_prob`, `mode`. WPO only ever needs
+`log_prob` to be differentiable in the action (paper Sec. 3), so `sample` is never
+differentiated: callers stop-gradient the samples.
+
+Shapes: a distribution over actions of dimension D with batch shape [B].
+  Gaussian:  loc, scale            [B, D]
+  Mixture:   logits [B, K]; loc, scale [B, K, D]
+`sample(key, (N,))` gives [N, B, D]; `log_prob(a)` takes [..., B, D] -> [..., B].
+
+The natural-gradient adaptors (`natural_gradient_*`) rescale gradients by the
+inverse Fisher of the parameterisation, straight-through: forward values are
+unchanged, only the backward pass is scaled (paper Sec. 3.2 / reference Sec. 1).
+"""
+
+from typing import NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_HALF_LOG_2PI = 0.5 * jnp.log(2.0 * jnp.pi)
+
+
+def _normal_log_density(x: Array, loc: Array, scale: Array) -> Array:
+  """Elementwise log N(x; loc, scale^2)."""
+  z = (x - loc) / scale
+  return -0.5 * jnp.square(z) - jnp.log(scale) - _HALF_LOG_2PI
+
+
+def scale_gradient(x: Array, factor: Array) -> Array:
+  """Identity in the forward pass; multiplies the incoming gradient by `factor`.
+
+  x' = sg(f) * x + sg((1 - f) * x): value x, d x'/d x = f. `factor` broadcasts to x
+  and never receives a gradient.
+  """
+  factor = jax.lax.stop_gradient(factor)
+  return factor * x + jax.lax.stop_gradient((1.0 - factor) * x)
+
+
+class Gaussian(NamedTuple):
+  """Diagonal Gaussian N(loc, diag(scale^2)); loc, scale: [B, D]."""
+  loc: Array
+  scale: Array
+
+  def sample(self, key: Array, sample_shape: Tuple[int, ...] = ()) -> Array:
+    """Draws [*sample_shape, B, D] actions (differentiable only via reparam)."""
+    shape = tuple(sample_shape) + jnp.shape(self.loc)
+    eps = jax.random.normal(key, shape, dtype=jnp.result_type(self.loc))
+    return self.loc + self.scale * eps
+
+  def log_prob(self, actions: Array) -> Array:
+    """log pi(a), summed over the action dimension: [..., B, D] -> [..., B]."""
+    return jnp.sum(_normal_log_density(actions, self.loc, self.scale), axis=-1)
+
+  def mode(self) -> Array:
+    return self.loc
+
+  def entropy(self) -> Array:
+    """Differential entropy, [B]: sum_d 0.5 log(2 pi e sigma_d^2)."""
+    return jnp.sum(0.5 + _HALF_LOG_2PI + jnp.log(self.scale), axis=-1)
+
+  def kl_per_dim(self, other: 'Gaussian') -> Array:
+    """KL(self || other) for each action dimension, [B, D] (closed form)."""
+    var_ratio = jnp.square(self.scale / other.scale)
+    mean_term = jnp.square((self.loc - other.loc) / other.scale)
+    return 0.5 * (var_ratio + mean_term - 1.0 - jnp.log(var_ratio))
+
+  def kl(self, other: 'Gaussian') -> Array:
+    """KL(self || other), [B]."""
+    return jnp.sum(self.kl_per_dim(other), axis=-1)
+
+
+class MixtureOfGaussians(NamedTuple):
+  """Mixture of K diagonal Gaussians.
+
+  logits: [B, K] unnormalised component log-weights.
+  loc, scale: [B, K, D].
+  """
+  logits: Array
+  loc: Array
+  scale: Array
+
+  @property
+  def log_weights(self) -> Array:
+    return jax.nn.log_softmax(self.logits, axis=-1)
+
+  def component_log_probs(self, actions: Array) -> Array:
+    """log N_k(a), [..., B, D] -> [..., B, K]."""
+    a = actions[..., None, :]  # [..., B, 1, D]
+    return jnp.sum(_normal_log_density(a, self.loc, self.scale), axis=-1)
+
+  def log_prob(self, actions: Array) -> Array:
+    """log sum_k w_k N_k(a): [..., B, D] -> [..., B]."""
+    return jax.nn.logsumexp(
+        self.log_weights + self.component_log_probs(actions), axis=-1)
+
+  def sample(self, key: Array, sample_shape: Tuple[int, ...] = ()) -> Array:
+    """Draws [*sample_shape, B, D]: a component per draw, then its Gaussian."""
+    key_k, key_eps = jax.random.split(key)
+    batch_shape = jnp.shape(self.logits)[:-1]
+    shape = tuple(sample_shape) + batch_shape
+    k = jax.random.categorical(key_k, self.logits, shape=shape)  # [*S, B]
+    loc = jnp.take_along_axis(
+        jnp.broadcast_to(self.loc, shape + self.loc.shape[-2:]),
+        k[..., None, None], axis=-2)[..., 0, :]
+    scale = jnp.take_along_axis(
+        jnp.broadcast_to(self.scale, shape + self.scale.shape[-2:]),
+        k[..., None, None], axis=-2)[..., 0, :]
+    eps = jax.random.normal(key_eps, loc.shape, dtype=loc.dtype)
+    return loc + scale * eps
+
+  def mode(self) -> Array:
+    """Mean of the heaviest component, [B, D].
+
+    The true mode of a mixture has no closed form; for evaluation the centre of
+    the most probable component is the usual stand-in.
+    """
+    k = jnp.argmax(self.logits, axis=-1)  # [B]
+    return jnp.take_along_axis(self.loc, k[..., None, None], axis=-2)[..., 0, :]
+
+  def mean(self) -> Array:
+    w = jax.nn.softmax(self.logits, axis=-1)[..., None]  # [B, K, 1]
+    return jnp.sum(w * self.loc, axis=-2)
+
+
+def natural_gradient_gaussian(dist: Gaussian) -> Gaussian:
+  """Straight-through inverse-Fisher scaling for a (loc, scale) Gaussian.
+
+  The Fisher of N(mu, sigma^2) in (mu, sigma) is diag(1/sigma^2, 2/sigma^2), so
+  F^{-1} scales the gradient reaching mu by sigma^2 and the one reaching sigma by
+  sigma^2 / 2 (paper Sec. 3.2, Eq. for the natural WPO update). Valid only when
+  the network outputs sigma itself, not log sigma.
+  """
+  var = jnp.square(dist.scale)
+  return Gaussian(loc=scale_gradient(dist.loc, var),
+                  scale=scale_gradient(dist.scale, 0.5 * var))
+
+
+def natural_gradient_mixture(dist: MixtureOfGaussians) -> MixtureOfGaussians:
+  """The paper's approximate preconditioner for a mixture of Gaussians.
+
+  As in the paper's mixture experiments, the gradients of each component's mean,
+  sigma and weight logit are scaled by that component's sigma^2 (not the exact
+  Fisher). For D > 1 the weight logit uses the component's mean sigma^2 over
+  action dimensions.
+  """
+  var = jnp.square(dist.scale)  # [B, K, D]
+  return MixtureOfGaussians(
+      logits=scale_gradient(dist.logits, jnp.mean(var, axis=-1)),
+      loc=scale_gradient(dist.loc, var),
+      scale=scale_gradient(dist.scale, var))
+
+
+def natural_gradient(dist):
+  """Dispatches to the adaptor matching the distribution type."""
+  if isinstance(dist, Gaussian):
+    return natural_gradient_gaussian(dist)
+  if isinstance(dist, MixtureOfGaussians):
+    return natural_gradient_mixture(dist)
+  raise TypeError(
+      f'No natural-gradient adaptor for {type(dist).__name__}; '
+      'expected Gaussian or MixtureOfGaussians.')

@@ -1,0 +1,174 @@
+"""Flax (Linen) networks for WPO: LayerNormMLP torso, policy heads, critic.
+
+Architecture follows Acme's control networks (reference Sec. 4): the first layer is
+Linear -> LayerNorm -> tanh, later layers Linear -> ELU; policy heads start near
+zero; the critic clips its action input to the action bounds.
+"""
+
+import dataclasses
+from typing import Any, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wpo_agent import distributions as dists
+
+Array = jax.Array
+Params = Any
+
+POLICY_FAMILIES = ('gaussian', 'mixture')
+
+_torso_init = nn.initializers.variance_scaling(0.333, 'fan_in', 'uniform')
+_head_init = nn.initializers.variance_scaling(1e-4, 'fan_in', 'truncated_normal')
+
+
+class LayerNormMLP(nn.Module):
+  """Linear(h0) -> LayerNorm -> tanh, then (Linear -> ELU) per further layer."""
+  layer_sizes: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    x = nn.Dense(self.layer_sizes[0], kernel_init=_torso_init)(x)
+    x = nn.LayerNorm(epsilon=1e-5)(x)
+    x = jnp.tanh(x)
+    for size in self.layer_sizes[1:]:
+      x = nn.elu(nn.Dense(size, kernel_init=_torso_init)(x))
+    return x
+
+
+def _positive_scale(raw: Array, init_scale: float, min_scale: float) -> Array:
+  """sigma = softplus(raw) * init_scale / softplus(0) + min_scale.
+
+  At raw = 0 (the near-zero head init) sigma starts at init_scale + min_scale.
+  """
+  return jax.nn.softplus(raw) * (init_scale / jax.nn.softplus(0.0)) + min_scale
+
+
+class GaussianPolicy(nn.Module):
+  """obs [B, O] -> Gaussian over [B, D] (outputs sigma itself, not log sigma)."""
+  layer_sizes: Sequence[int]
+  action_dim: int
+  init_scale: float = 0.5
+  min_scale: float = 1e-6
+
+  @nn.compact
+  def __call__(self, obs: Array) -> dists.Gaussian:
+    h = LayerNormMLP(self.layer_sizes)(obs)
+    loc = nn.Dense(self.action_dim, kernel_init=_head_init, name='loc')(h)
+    raw = nn.Dense(self.action_dim, kernel_init=_head_init, name='scale')(h)
+    return dists.Gaussian(loc, _positive_scale(raw, self.init_scale,
+                                               self.min_scale))
+
+
+class MixturePolicy(nn.Module):
+  """obs [B, O] -> mixture of K diagonal Gaussians over [B, D].
+
+  Component means start spread uniformly over [-init_spread, init_spread] (a
+  fixed bias) so the components are not identical at initialisation, which would
+  make their gradients identical forever.
+  """
+  layer_sizes: Sequence[int]
+  action_dim: int
+  num_components: int = 5
+  init_scale: float = 0.5
+  min_scale: float = 1e-6
+  init_spread: float = 0.5
+
+  @nn.compact
+  def __call__(self, obs: Array) -> dists.MixtureOfGaussians:
+    k, d = self.num_components, self.action_dim
+    h = LayerNormMLP(self.layer_sizes)(obs)
+    logits = nn.Dense(k, kernel_init=_head_init, name='logits')(h)
+    spread = self.init_spread
+
+    def loc_bias_init(key, shape, dtype=jnp.float32):
+      return jax.random.uniform(key, shape, dtype, -spread, spread)
+
+    loc = nn.Dense(k * d, kernel_init=_head_init, bias_init=loc_bias_init,
+                   name='loc')(h)
+    raw = nn.Dense(k * d, kernel_init=_head_init, name='scale')(h)
+    batch = obs.shape[:-1]
+    loc = loc.reshape(batch + (k, d))
+    scale = _positive_scale(raw, self.init_scale, self.min_scale)
+    return dists.MixtureOfGaussians(logits, loc, scale.reshape(batch + (k, d)))
+
+
+class Critic(nn.Module):
+  """Q(s, a): concat(obs, clip(a)) -> LayerNormMLP -> Linear(1); [..., O],[..., D] -> [...]."""
+  layer_sizes: Sequence[int]
+  action_min: Tuple[float, ...]
+  action_max: Tuple[float, ...]
+
+  @nn.compact
+  def __call__(self, obs: Array, action: Array) -> Array:
+    # Clipping zeroes grad_a Q outside the bounds: there the environment clips too,
+    # so moving the action further out changes nothing.
+    action = jnp.clip(action, jnp.asarray(self.action_min),
+                      jnp.asarray(self.action_max))
+    x = jnp.concatenate([obs, action], axis=-1)
+    h = LayerNormMLP(self.layer_sizes)(x)
+    q = nn.Dense(1, kernel_init=nn.initializers.truncated_normal(0.01))(h)
+    return q[..., 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class WPONetworks:
+  """The policy and critic modules plus the shapes they were built for."""
+  policy: nn.Module
+  critic: nn.Module
+  obs_dim: int
+  action_dim: int
+
+  def init(self, key: Array) -> Tuple[Params, Params]:
+    """Returns (policy_params, critic_params)."""
+    key_p, key_c = jax.random.split(key)
+    obs = jnp.zeros((1, self.obs_dim), jnp.float32)
+    act = jnp.zeros((1, self.action_dim), jnp.float32)
+    return (self.policy.init(key_p, obs), self.critic.init(key_c, obs, act))
+
+
+def make_networks(
+    obs_dim: int,
+    action_min: Sequence[float],
+    action_max: Sequence[float],
+    policy_layer_sizes: Sequence[int] = (256, 256, 256),
+    critic_layer_sizes: Sequence[int] = (512, 512, 256),
+    policy_family: str = 'gaussian',
+    num_components: int = 5,
+    init_scale: float = 0.5,
+    min_scale: float = 1e-6,
+) -> WPONetworks:
+  """Builds the networks for flat observations [O] and bounded actions [D]."""
+  action_min = tuple(float(x) for x in np.ravel(action_min))
+  action_max = tuple(float(x) for x in np.ravel(action_max))
+  if len(action_min) != len(action_max):
+    raise ValueError(f'action bounds differ in size: {len(action_min)} vs '
+                     f'{len(action_max)}')
+  if obs_dim < 1 or not action_min:
+    raise ValueError(f'need obs_dim >= 1 and >= 1 action dim; got obs_dim='
+                     f'{obs_dim}, action_dim={len(action_min)}')
+  action_dim = len(action_min)
+  if policy_family == 'gaussian':
+    policy = GaussianPolicy(tuple(policy_layer_sizes), action_dim, init_scale,
+                            min_scale)
+  elif policy_family == 'mixture':
+    policy = MixturePolicy(tuple(policy_layer_sizes), action_dim,
+                           num_components, init_scale, min_scale)
+  else:
+    raise ValueError(f'policy_family={policy_family!r}; allowed: '
+                     f'{list(POLICY_FAMILIES)}')
+  critic = Critic(tuple(critic_layer_sizes), action_min, action_max)
+  return WPONetworks(policy, critic, obs_dim, action_dim)
+
+
+def make_networks_from_spec(spec, **kwargs) -> WPONetworks:
+  """Builds from a dm-acme EnvironmentSpec (flat observation array, bounded actions)."""
+  obs_shape = tuple(spec.observations.shape)
+  if len(obs_shape) != 1:
+    raise ValueError(f'expected flat observations [O], got shape {obs_shape}; '
+                     'concatenate the observation dict first')
+  return make_networks(obs_shape[0], spec.actions.minimum * np.ones(
+      spec.actions.shape), spec.actions.maximum * np.ones(spec.actions.shape),
+                       **kwargs)
