@@ -1,0 +1,120 @@
+r"""Train WPO on a DeepMind Control Suite task on this machine.
+
+Examples:
+  python launch/run_local.py --domain=humanoid                 # distributed
+  python launch/run_local.py --domain=cartpole --single_process \
+      --max_actor_steps=20000 --config=small
+  python launch/run_local.py --domain=walker --set batch_size=512 \
+      --set bootstrap_aggregate=max
+
+Running again with the same --workdir resumes from its latest checkpoint.
+Ctrl-C / SIGTERM checkpoints and exits 0.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('MUJOCO_GL', 'egl')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from wpo_agent import config as config_lib
+from wpo_agent import environments
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('domain', 'humanoid', 'Control Suite domain.')
+flags.DEFINE_string('task', None, 'Task; default: the domain\'s default task '
+                    '(see wpo_agent/environments.py DEFAULT_TASKS).')
+flags.DEFINE_bool('single_process', False, 'Run actor, learner and replay in '
+                  'one process (no Launchpad).')
+flags.DEFINE_integer('max_actor_steps', 1_000_000,
+                     'Stop after this many environment steps over all actors.')
+flags.DEFINE_string('workdir', None, 'Output directory; default '
+                    'runs/<domain>-<task>-seed<seed>.')
+flags.DEFINE_integer('seed', 0, 'Random seed.')
+flags.DEFINE_string('config', 'acme', 'Config preset: '
+                    f'{", ".join(sorted(config_lib.PRESETS))}.')
+flags.DEFINE_integer('eval_every', 10_000, 'Evaluate every this many actor steps.')
+flags.DEFINE_integer('eval_episodes', 5, 'Episodes per evaluation.')
+flags.DEFINE_multi_string('set', [], 'Override a config field: FIELD=VALUE '
+                          '(repeatable), e.g. --set batch_size=512.')
+flags.DEFINE_integer('num_actors', None, 'Actor processes (distributed); '
+                     'default: the config\'s num_actors (4).')
+flags.DEFINE_enum('lp_launch_type', 'local_mp', ['local_mp', 'local_mt'],
+                  'Launchpad launch type (distributed mode).')
+flags.DEFINE_float('progress_every', 5.0, 'Seconds between progress lines.')
+flags.DEFINE_float('checkpoint_every', 600.0, 'Seconds between checkpoints.')
+
+
+class UsageError(Exception):
+  """A bad flag value: printed as one line, exit code 2."""
+
+
+def build_config() -> config_lib.WPOConfig:
+  overrides = dict(config_lib.parse_override(s) for s in FLAGS.set)
+  if FLAGS.num_actors is not None:
+    overrides['num_actors'] = FLAGS.num_actors
+  return config_lib.make_config(FLAGS.config, **overrides)
+
+
+def validate_flags() -> None:
+  if FLAGS.max_actor_steps < 1:
+    raise UsageError(f'--max_actor_steps={FLAGS.max_actor_steps}: must be >= 1')
+  if FLAGS.eval_every < 1:
+    raise UsageError(f'--eval_every={FLAGS.eval_every}: must be >= 1')
+  if FLAGS.eval_episodes < 1:
+    raise UsageError(f'--eval_episodes={FLAGS.eval_episodes}: must be >= 1')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UsageError(f'unexpected arguments {argv[1:]}; flags look like '
+                     '--domain=cartpole')
+  validate_flags()
+  task = environments.resolve_task(FLAGS.domain, FLAGS.task)
+  config = build_config()
+  workdir = FLAGS.workdir or os.path.join(
+      'runs', f'{FLAGS.domain}-{task}-seed{FLAGS.seed}')
+  if not FLAGS.single_process:
+    raise UsageError('the distributed (Launchpad) mode is not available yet; '
+                     'run with --single_process')
+
+  from wpo_agent import single_process  # pylint: disable=g-import-not-at-top
+  run = single_process.RunOptions(
+      domain=FLAGS.domain, task=task, seed=FLAGS.seed, workdir=workdir,
+      max_actor_steps=FLAGS.max_actor_steps, eval_every=FLAGS.eval_every,
+      eval_episodes=FLAGS.eval_episodes, progress_every_s=FLAGS.progress_every,
+      checkpoint_every_s=FLAGS.checkpoint_every)
+  summary = single_process.train(run, config)
+  print_summary(summary)
+
+
+def print_summary(summary) -> None:
+  ev = summary['last_eval_return']
+  ev = f'{ev:.1f}' if ev is not None else 'n/a'
+  state = ('stopped early (resume with the same command)'
+           if summary['stopped_early'] else 'finished')
+  wd = summary['workdir']
+  print(f'\n{state}: {summary["domain"]}-{summary["task"]}, '
+        f'{summary["actor_steps"]} actor steps, {summary["learner_steps"]} '
+        f'learner steps, last eval return {ev}, {summary["elapsed_s"]} s\n'
+        f'  eval curve: {wd}/eval.csv   learner metrics: {wd}/train.csv\n'
+        f'  TensorBoard: tensorboard --logdir {wd}/tb   checkpoints: '
+        f'{wd}/checkpoints\n'
+        f'  plot: python -m wpo_agent.plot {wd} --out {wd}/curve.png',
+        flush=True)
+
+
+def run():
+  try:
+    app.run(main)
+  except (UsageError, config_lib.ConfigError, environments.UnknownTaskError,
+          flags.Error) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  run()
