@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 
 from wpo_agent import config as config_lib
 from wpo_agent import environments
@@ -69,6 +70,7 @@ def validate_flags() -> None:
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if len(argv) > 1:
     raise UsageError(f'unexpected arguments {argv[1:]}; flags look like '
                      '--domain=cartpole')

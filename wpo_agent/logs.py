@@ -61,6 +61,16 @@ class MultiLogger:
       logger.write(row)
 
 
+class WithCounts:
+  """Adds the current values of `keys` from the live dict `counts` to each row."""
+
+  def __init__(self, logger, counts: Mapping[str, float], keys: Sequence[str]):
+    self._logger, self._counts, self._keys = logger, counts, keys
+
+  def write(self, row: Mapping[str, float]) -> None:
+    self._logger.write({**row, **{k: self._counts[k] for k in self._keys}})
+
+
 def make_run_loggers(workdir: str, name: str, step_key: str,
                      tensorboard: bool = True) -> MultiLogger:
   """`<workdir>/<name>.csv` plus TensorBoard events in `<workdir>/tb/<name>`."""
@@ -89,7 +99,9 @@ def _duration(seconds: float) -> str:
 class Progress:
   """Formats the periodic progress line from cumulative counts.
 
-  Rates are measured between consecutive lines; ETA uses the actor-step rate.
+  Rates and the realised samples-per-insert are measured between consecutive
+  lines (so the fill-up phase before learning does not dilute them); the ETA
+  uses the actor-step rate.
   """
 
   def __init__(self, max_actor_steps: int, batch_size: int):
@@ -99,15 +111,17 @@ class Progress:
 
   def line(self, actor_steps: int, learner_steps: int, inserts: int,
            last_eval: Optional[float]) -> str:
+    """learner_steps counts SGD steps; inserts counts replay insertions."""
     now = time.time()
-    cur = dict(t=now, a=actor_steps, l=learner_steps)
-    env_rate = upd_rate = 0.0
+    env_rate = upd_rate = spi = 0.0
     if self._last is not None and now > self._last['t']:
       dt = now - self._last['t']
       env_rate = (actor_steps - self._last['a']) / dt
       upd_rate = (learner_steps - self._last['l']) / dt
-    self._last = cur
-    spi = learner_steps * self._batch / inserts if inserts else 0.0
+      new_inserts = inserts - self._last['i']
+      if new_inserts > 0:
+        spi = (learner_steps - self._last['l']) * self._batch / new_inserts
+    self._last = dict(t=now, a=actor_steps, l=learner_steps, i=inserts)
     eta = (self._max - actor_steps) / env_rate if env_rate > 0 else float('inf')
     ev = f'{last_eval:.1f}' if last_eval is not None else '-'
     return (f'actor_steps {_si(actor_steps)}/{_si(self._max)} | '

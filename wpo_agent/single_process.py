@@ -102,12 +102,12 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
                                        run.tensorboard)
   eval_logger = logs.make_run_loggers(workdir, 'eval', 'actor_steps',
                                       run.tensorboard)
-  learner = learner_lib.WPOLearner(networks, config, iterator,
-                                   jax.random.PRNGKey(run.seed),
-                                   logger=train_logger)
-
   counts = dict(actor_steps=0, episodes=0, learner_calls=0, elapsed_s=0.0,
                 last_eval_return=None, next_eval=run.eval_every)
+  learner = learner_lib.WPOLearner(
+      networks, config, iterator, jax.random.PRNGKey(run.seed),
+      logger=logs.WithCounts(train_logger, counts, ('actor_steps',)))
+
   restored = checkpointer.restore(learner.save())
   if restored is not None:
     state, meta = restored

@@ -1,0 +1,176 @@
+"""Tests of `wpo_agent.networks` and of gradient isolation between the losses.
+
+Reference Sec. 1 (sg on grad_a Q, the critic loss trains no policy parameter),
+Sec. 3 (critic clips its action) and Sec. 4 (architecture, head init).
+"""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wpo_agent import distributions as dists
+from wpo_agent import losses
+from wpo_agent import networks
+
+_OBS, _ACT = 3, 2
+_BOUNDS = ([-1.0, -2.0], [1.0, 0.5])
+
+
+def _make(family='gaussian', **kwargs):
+  nets = networks.make_networks(_OBS, *_BOUNDS, policy_layer_sizes=(16, 16),
+                                critic_layer_sizes=(16, 16),
+                                policy_family=family, **kwargs)
+  return nets, nets.init(jax.random.PRNGKey(0))
+
+
+# Network tests run jitted only: eager Flax (op by op, with second-order grads)
+# costs seconds per test on a 2-core CPU and exercises no extra code path.
+_variants = chex.variants(with_jit=True)
+
+
+def _all_zero(tree):
+  return all(bool(jnp.all(x == 0)) for x in jax.tree_util.tree_leaves(tree))
+
+
+class PolicyHeadTest(chex.TestCase):
+
+  @_variants
+  @parameterized.parameters(((4,),), ((5, 4),))
+  def test_gaussian_shapes_and_init(self, batch):
+    nets, (pp, _) = _make(init_scale=0.7, min_scale=1e-3)
+    obs = jax.random.normal(jax.random.PRNGKey(1), batch + (_OBS,))
+    dist = self.variant(nets.policy.apply)(pp, obs)
+    self.assertIsInstance(dist, dists.Gaussian)
+    chex.assert_shape([dist.loc, dist.scale], batch + (_ACT,))
+    # Near-zero heads: sigma starts at init_scale + min_scale, loc near 0.
+    np.testing.assert_allclose(dist.scale, 0.7 + 1e-3, atol=0.02)
+    self.assertLess(float(jnp.max(jnp.abs(dist.loc))), 0.05)
+
+  @_variants
+  @parameterized.parameters(((4,),), ((5, 4),))
+  def test_mixture_shapes_and_init(self, batch):
+    nets, (pp, _) = _make('mixture', num_components=3)
+    obs = jax.random.normal(jax.random.PRNGKey(1), batch + (_OBS,))
+    dist = self.variant(nets.policy.apply)(pp, obs)
+    self.assertIsInstance(dist, dists.MixtureOfGaussians)
+    chex.assert_shape(dist.logits, batch + (3,))
+    chex.assert_shape([dist.loc, dist.scale], batch + (3, _ACT))
+    np.testing.assert_allclose(dist.scale, 0.5 + 1e-6, atol=0.02)
+    np.testing.assert_allclose(jax.nn.softmax(dist.logits), 1 / 3, atol=0.01)
+    # Distinct component means, so their gradients can differ.
+    self.assertGreater(float(jnp.min(jnp.std(dist.loc, axis=-2))), 1e-3)
+    self.assertEqual(dist.sample(jax.random.PRNGKey(2), (6,)).shape,
+                     (6,) + batch + (_ACT,))
+
+  def test_layer_norm_after_first_layer(self):
+    # tanh(LayerNorm(Linear x)) at init: arctanh of the output is normalised.
+    mlp = networks.LayerNormMLP((32,))
+    x = jax.random.normal(jax.random.PRNGKey(3), (5, 7)) * 10.0 + 3.0
+    h = mlp.apply(mlp.init(jax.random.PRNGKey(4), x), x)
+    pre = np.arctanh(np.clip(np.asarray(h, np.float64), -1 + 1e-7, 1 - 1e-7))
+    np.testing.assert_allclose(pre.mean(-1), 0.0, atol=1e-3)
+    np.testing.assert_allclose(pre.std(-1), 1.0, atol=1e-2)
+    _, (pp, cp) = _make()
+    self.assertIn('LayerNorm_0', pp['params']['LayerNormMLP_0'])
+    self.assertIn('LayerNorm_0', cp['params']['LayerNormMLP_0'])
+
+  def test_bad_arguments_rejected(self):
+    with self.assertRaisesRegex(ValueError, r"'beta'.*'gaussian', 'mixture'"):
+      networks.make_networks(_OBS, *_BOUNDS, policy_family='beta')
+    with self.assertRaisesRegex(ValueError, 'bounds differ'):
+      networks.make_networks(_OBS, [-1.0], [1.0, 1.0])
+
+
+class CriticTest(chex.TestCase):
+
+  @_variants
+  def test_clips_action_to_bounds(self):
+    nets, (_, cp) = _make()
+    obs = jax.random.normal(jax.random.PRNGKey(5), (3, _OBS))
+    outside = jnp.array([[2.0, -3.0], [-1.5, 0.7], [0.3, -5.0]])
+    clipped = jnp.array([[1.0, -2.0], [-1.0, 0.5], [0.3, -2.0]])
+    q_fn = self.variant(nets.critic.apply)
+    q_out = q_fn(cp, obs, outside)
+    self.assertEqual(q_out.shape, (3,))
+    np.testing.assert_array_equal(q_out, q_fn(cp, obs, clipped))
+    dq_da = losses.action_gradient(lambda a: q_fn(cp, obs, a), outside)
+    inside = np.array([[False, False], [False, False], [True, False]])
+    np.testing.assert_array_equal(np.asarray(dq_da)[~inside], 0.0)
+    self.assertNotEqual(float(dq_da[2, 0]), 0.0)
+
+  @_variants
+  def test_action_gradient_matches_finite_differences(self):
+    nets, (_, cp) = _make()
+    # A larger output layer than the 0.01 init, so Q is O(1) and float32
+    # central differences resolve grad_a Q well.
+    cp = jax.tree_util.tree_map(lambda x: x, cp)
+    cp['params']['Dense_0']['kernel'] = cp['params']['Dense_0']['kernel'] * 100
+    obs = jax.random.normal(jax.random.PRNGKey(6), (4, _OBS))
+    obs_n = jnp.broadcast_to(obs, (5, 4, _OBS))  # [N, B, O]
+    actions = jax.random.uniform(jax.random.PRNGKey(7), (5, 4, _ACT),
+                                 minval=-0.9, maxval=0.4)  # inside the bounds
+    q_fn = lambda a: nets.critic.apply(cp, obs_n, a)  # [N, B, D] -> [N, B]
+    dq_da = self.variant(losses.action_gradient, static_argnums=0)(q_fn,
+                                                                   actions)
+    h = 1e-2
+    fd = np.stack([(q_fn(actions + h * e) - q_fn(actions - h * e)) / (2 * h)
+                   for e in np.eye(_ACT, dtype=np.float32)], axis=-1)
+    self.assertGreater(float(np.abs(fd).max()), 0.05)
+    np.testing.assert_allclose(dq_da, fd, rtol=1e-2, atol=2e-3)
+
+
+class GradientIsolationTest(chex.TestCase):
+  """The policy loss trains no critic parameter and vice versa (reference 1)."""
+
+  def _batch(self):
+    keys = jax.random.split(jax.random.PRNGKey(8), 4)
+    obs_tm1 = jax.random.normal(keys[0], (4, _OBS))
+    obs_t = jax.random.normal(keys[1], (4, _OBS))
+    a_tm1 = jax.random.uniform(keys[2], (4, _ACT), minval=-1.0, maxval=0.5)
+    return obs_tm1, a_tm1, obs_t, keys[3]
+
+  @_variants
+  @parameterized.parameters('gaussian', 'mixture')
+  def test_policy_loss_gives_critic_zero_gradient(self, family):
+    nets, params = _make(family)
+    obs, _, _, key = self._batch()
+
+    def policy_loss(policy_params, critic_params):
+      dist = nets.policy.apply(policy_params, obs)
+      actions = dist.sample(key, (6,))  # [N, B, D], path to theta left intact
+      obs_n = jnp.broadcast_to(obs, (6,) + obs.shape)
+      dq_da = losses.action_gradient(
+          lambda a: nets.critic.apply(critic_params, obs_n, a), actions)
+      return losses.wpo_policy_loss(dists.natural_gradient(dist), actions, dq_da)
+
+    g_policy, g_critic = self.variant(jax.grad(policy_loss, (0, 1)))(*params)
+    self.assertTrue(_all_zero(g_critic))
+    self.assertFalse(_all_zero(g_policy))
+
+  @_variants
+  @parameterized.parameters('mean', 'max')
+  def test_critic_loss_gives_policy_zero_gradient(self, aggregate):
+    nets, params = _make()
+    obs_tm1, a_tm1, obs_t, key = self._batch()
+
+    def critic_loss(policy_params, critic_params):
+      q_tm1 = nets.critic.apply(critic_params, obs_tm1, a_tm1)  # [B]
+      # The strictest case: bootstrap with the ONLINE networks and
+      # reparameterised samples, so only the target's stop-gradient isolates.
+      a_t = nets.policy.apply(policy_params, obs_t).sample(key, (5,))
+      obs_n = jnp.broadcast_to(obs_t, (5,) + obs_t.shape)
+      q_t = nets.critic.apply(critic_params, obs_n, a_t)  # [N, B]
+      loss, _ = losses.critic_td_loss(q_tm1, jnp.ones(4), jnp.full(4, 0.9),
+                                      q_t, aggregate)
+      return loss
+
+    g_policy, g_critic = self.variant(jax.grad(critic_loss, (0, 1)))(*params)
+    self.assertTrue(_all_zero(g_policy))
+    self.assertFalse(_all_zero(g_critic))
+
+
+if __name__ == '__main__':
+  absltest.main()
