@@ -79,17 +79,21 @@ def main(argv):
   config = build_config()
   workdir = FLAGS.workdir or os.path.join(
       'runs', f'{FLAGS.domain}-{task}-seed{FLAGS.seed}')
-  if not FLAGS.single_process:
-    raise UsageError('the distributed (Launchpad) mode is not available yet; '
-                     'run with --single_process')
-
   from wpo_agent import single_process  # pylint: disable=g-import-not-at-top
   run = single_process.RunOptions(
       domain=FLAGS.domain, task=task, seed=FLAGS.seed, workdir=workdir,
       max_actor_steps=FLAGS.max_actor_steps, eval_every=FLAGS.eval_every,
       eval_episodes=FLAGS.eval_episodes, progress_every_s=FLAGS.progress_every,
       checkpoint_every_s=FLAGS.checkpoint_every)
-  summary = single_process.train(run, config)
+  if FLAGS.single_process:
+    summary = single_process.train(run, config)
+  else:
+    from wpo_agent.distributed import supervisor  # pylint: disable=g-import-not-at-top
+    try:
+      summary = supervisor.run(run, config, FLAGS.lp_launch_type)
+    except supervisor.ProgramFailed as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.exit(1)
   print_summary(summary)
 
 

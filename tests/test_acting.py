@@ -1,4 +1,4 @@
-"""Tests for wpo_agent.acting: VariableClient, WPOActor, an episode into replay."""
+"""Tests for wpo_agent.acting: VariableClient, WPOActor, episode into replay."""
 
 import subprocess
 import sys
@@ -35,8 +35,9 @@ def _networks(obs_dim=OBS_DIM, act_dim=ACT_DIM, **kwargs):
 
 
 def _init(nets, seed):
-  # Jitted: one compile instead of op-by-op dispatch (seconds on 2 CPU cores).
-  return jax.jit(nets.init)(jax.random.PRNGKey(seed))
+  # Eager on purpose: op-by-op kernels are cached across tests, while a jitted
+  # init of each new module recompiles (~1 s on 2 CPU cores).
+  return nets.init(jax.random.PRNGKey(seed))
 
 
 def _perturbed_policy_params(nets, seed, scale=0.3):

@@ -88,10 +88,12 @@ class KLPenaltyTest(chex.TestCase):
     def loss_dual(*args):
       return penalty(*args).loss_dual
 
-    args = (mu, s, la_m, la_s)
-    g_kl = self.variant(jax.grad(loss_kl, (0, 1, 2, 3)))(*args)
-    g_dual = self.variant(jax.grad(loss_dual, (0, 1, 2, 3)))(*args)
-    out = self.variant(penalty)(*args)
+    @self.variant
+    def all_outputs(*args):  # one trace / compile for the three quantities
+      return (penalty(*args), jax.grad(loss_kl, (0, 1, 2, 3))(*args),
+              jax.grad(loss_dual, (0, 1, 2, 3))(*args))
+
+    out, g_kl, g_dual = all_outputs(mu, s, la_m, la_s)
 
     mu, s, mu_bar, s_bar = (np.asarray(x, np.float64) for x in (mu, s, mu_bar,
                                                                  s_bar))

@@ -4,6 +4,8 @@ Reference Sec. 1 (sg on grad_a Q, the critic loss trains no policy parameter),
 Sec. 3 (critic clips its action) and Sec. 4 (architecture, head init).
 """
 
+import functools
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
@@ -19,11 +21,13 @@ _OBS, _ACT = 3, 2
 _BOUNDS = ([-1.0, -2.0], [1.0, 0.5])
 
 
+@functools.lru_cache(maxsize=None)
 def _make(family='gaussian', **kwargs):
+  """Tiny networks and their (policy, critic) params; cached: init is slow."""
   nets = networks.make_networks(_OBS, *_BOUNDS, policy_layer_sizes=(16, 16),
                                 critic_layer_sizes=(16, 16),
                                 policy_family=family, **kwargs)
-  return nets, nets.init(jax.random.PRNGKey(0))
+  return nets, jax.jit(nets.init)(jax.random.PRNGKey(0))
 
 
 # Network tests run jitted only: eager Flax (op by op, with second-order grads)
@@ -37,33 +41,32 @@ def _all_zero(tree):
 
 class PolicyHeadTest(chex.TestCase):
 
-  @_variants
-  @parameterized.parameters(((4,),), ((5, 4),))
-  def test_gaussian_shapes_and_init(self, batch):
+  # Forward passes run eagerly: cheaper than compiling one per batch shape.
+  def test_gaussian_shapes_and_init(self):
     nets, (pp, _) = _make(init_scale=0.7, min_scale=1e-3)
-    obs = jax.random.normal(jax.random.PRNGKey(1), batch + (_OBS,))
-    dist = self.variant(nets.policy.apply)(pp, obs)
-    self.assertIsInstance(dist, dists.Gaussian)
-    chex.assert_shape([dist.loc, dist.scale], batch + (_ACT,))
-    # Near-zero heads: sigma starts at init_scale + min_scale, loc near 0.
-    np.testing.assert_allclose(dist.scale, 0.7 + 1e-3, atol=0.02)
-    self.assertLess(float(jnp.max(jnp.abs(dist.loc))), 0.05)
+    for batch in ((4,), (5, 4)):  # [B, O] and [N, B, O]
+      obs = jax.random.normal(jax.random.PRNGKey(1), batch + (_OBS,))
+      dist = nets.policy.apply(pp, obs)
+      self.assertIsInstance(dist, dists.Gaussian)
+      chex.assert_shape([dist.loc, dist.scale], batch + (_ACT,))
+      # Near-zero heads: sigma starts at init_scale + min_scale, loc near 0.
+      np.testing.assert_allclose(dist.scale, 0.7 + 1e-3, atol=0.02)
+      self.assertLess(float(jnp.max(jnp.abs(dist.loc))), 0.05)
 
-  @_variants
-  @parameterized.parameters(((4,),), ((5, 4),))
-  def test_mixture_shapes_and_init(self, batch):
+  def test_mixture_shapes_and_init(self):
     nets, (pp, _) = _make('mixture', num_components=3)
-    obs = jax.random.normal(jax.random.PRNGKey(1), batch + (_OBS,))
-    dist = self.variant(nets.policy.apply)(pp, obs)
-    self.assertIsInstance(dist, dists.MixtureOfGaussians)
-    chex.assert_shape(dist.logits, batch + (3,))
-    chex.assert_shape([dist.loc, dist.scale], batch + (3, _ACT))
-    np.testing.assert_allclose(dist.scale, 0.5 + 1e-6, atol=0.02)
-    np.testing.assert_allclose(jax.nn.softmax(dist.logits), 1 / 3, atol=0.01)
-    # Distinct component means, so their gradients can differ.
-    self.assertGreater(float(jnp.min(jnp.std(dist.loc, axis=-2))), 1e-3)
-    self.assertEqual(dist.sample(jax.random.PRNGKey(2), (6,)).shape,
-                     (6,) + batch + (_ACT,))
+    for batch in ((4,), (5, 4)):  # [B, O] and [N, B, O]
+      obs = jax.random.normal(jax.random.PRNGKey(1), batch + (_OBS,))
+      dist = nets.policy.apply(pp, obs)
+      self.assertIsInstance(dist, dists.MixtureOfGaussians)
+      chex.assert_shape(dist.logits, batch + (3,))
+      chex.assert_shape([dist.loc, dist.scale], batch + (3, _ACT))
+      np.testing.assert_allclose(dist.scale, 0.5 + 1e-6, atol=0.02)
+      np.testing.assert_allclose(jax.nn.softmax(dist.logits), 1 / 3, atol=0.01)
+      # Distinct component means, so their gradients can differ.
+      self.assertGreater(float(jnp.min(jnp.std(dist.loc, axis=-2))), 1e-3)
+      self.assertEqual(dist.sample(jax.random.PRNGKey(2), (6,)).shape,
+                       (6,) + batch + (_ACT,))
 
   def test_layer_norm_after_first_layer(self):
     # tanh(LayerNorm(Linear x)) at init: arctanh of the output is normalised.
@@ -112,7 +115,7 @@ class CriticTest(chex.TestCase):
     obs_n = jnp.broadcast_to(obs, (5, 4, _OBS))  # [N, B, O]
     actions = jax.random.uniform(jax.random.PRNGKey(7), (5, 4, _ACT),
                                  minval=-0.9, maxval=0.4)  # inside the bounds
-    q_fn = lambda a: nets.critic.apply(cp, obs_n, a)  # [N, B, D] -> [N, B]
+    q_fn = jax.jit(lambda a: nets.critic.apply(cp, obs_n, a))  # -> [N, B]
     dq_da = self.variant(losses.action_gradient, static_argnums=0)(q_fn,
                                                                    actions)
     h = 1e-2
@@ -151,12 +154,11 @@ class GradientIsolationTest(chex.TestCase):
     self.assertFalse(_all_zero(g_policy))
 
   @_variants
-  @parameterized.parameters('mean', 'max')
-  def test_critic_loss_gives_policy_zero_gradient(self, aggregate):
+  def test_critic_loss_gives_policy_zero_gradient(self):
     nets, params = _make()
     obs_tm1, a_tm1, obs_t, key = self._batch()
 
-    def critic_loss(policy_params, critic_params):
+    def critic_loss(policy_params, critic_params, aggregate):
       q_tm1 = nets.critic.apply(critic_params, obs_tm1, a_tm1)  # [B]
       # The strictest case: bootstrap with the ONLINE networks and
       # reparameterised samples, so only the target's stop-gradient isolates.
@@ -167,9 +169,14 @@ class GradientIsolationTest(chex.TestCase):
                                       q_t, aggregate)
       return loss
 
-    g_policy, g_critic = self.variant(jax.grad(critic_loss, (0, 1)))(*params)
-    self.assertTrue(_all_zero(g_policy))
-    self.assertFalse(_all_zero(g_critic))
+    @self.variant
+    def grads(policy_params, critic_params):
+      return [jax.grad(critic_loss, (0, 1))(policy_params, critic_params, agg)
+              for agg in losses.AGGREGATES]
+
+    for g_policy, g_critic in grads(*params):
+      self.assertTrue(_all_zero(g_policy))
+      self.assertFalse(_all_zero(g_critic))
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""Tests for wpo_agent.replay: n-step adder values, rate limiting, the dataset."""
+"""Tests for wpo_agent.replay: n-step adder values, rate limiting, dataset."""
 
 from acme import specs
 from acme import types as acme_types
@@ -36,7 +36,7 @@ def _queue_table(name='q'):
 
 
 def _run_fake_episode(adder, rewards, discounts, last_step_type):
-  """s_0 .. s_T with obs s_t = [t, t], a_t = [10 t] (out of bounds), r_t, d_t."""
+  """s_0 .. s_T: obs s_t = [t, t], a_t = [10 t] (out of bounds), r_t, d_t."""
   adder.add_first(dm_env.restart(_obs(0)))
   T = len(rewards)
   for t in range(T):
@@ -51,8 +51,9 @@ def _read_all(client, table='q'):
   items = [s.data for s in client.sample(
       table, n, emit_timesteps=False, unpack_as_table_signature=True)]
   # (start index, arrival index, action, R, D)
-  return [(int(d.observation[0]), int(d.next_observation[0]), float(d.action[0]),
-           float(d.reward), float(d.discount)) for d in items]
+  return [(int(d.observation[0]), int(d.next_observation[0]),
+           float(d.action[0]), float(d.reward), float(d.discount))
+          for d in items]
 
 
 @pytest.mark.parametrize('terminal', [True, False])

@@ -90,7 +90,7 @@ class ExpectedUpdateTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(('sin', 0.3, 0.7), ('quartic', 1.5, 2.0))
   def test_wpo_svg0_and_pg_agree_in_expectation(self, q_name, mu0, sigma0):
-    num = 100_000
+    num = 40_000
     q_fn = _Q_FNS[q_name]
     mu = jnp.full((num, 1), mu0, jnp.float32)
     sigma = jnp.full((num, 1), sigma0, jnp.float32)

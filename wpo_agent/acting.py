@@ -2,8 +2,12 @@
 
 Actors always run on the CPU, also on hosts with an accelerator: their inputs
 (parameters, PRNG key) are committed to the CPU device, so the jitted policy
-step is placed there. Nothing here imports reverb, launchpad's runtime or
-TensorFlow (importing `acme` pulls only launchpad's lazy-loader stub).
+step is placed there. This does not stop JAX from initialising (and, by
+default, preallocating memory on) the accelerator in an actor process: launch
+actor/evaluator processes with JAX_PLATFORMS=cpu on accelerator hosts.
+
+Nothing here imports reverb, launchpad's runtime or TensorFlow (importing
+`acme` pulls only launchpad's lazy-loader stub).
 """
 
 from typing import Any, Optional, Sequence
@@ -17,7 +21,7 @@ Params = Any
 
 
 class VariableClient:
-  """Fetches one named variable from a VariableSource, every `update_period` calls.
+  """Fetches a named variable from a VariableSource every `update_period` calls.
 
   `source` is anything with `get_variables(names) -> Sequence` (an acme
   VariableSource, e.g. the learner or a launchpad handle to it; the WPO learner
@@ -87,7 +91,8 @@ class WPOActor(core.Actor):
     self._adder = adder
     self._deterministic = deterministic
     self._cpu = jax.devices('cpu')[0]
-    self._key = jax.device_put(jax.random.PRNGKey(seed), self._cpu)
+    with jax.default_device(self._cpu):
+      self._key = jax.device_put(jax.random.PRNGKey(seed), self._cpu)
     self._raw_params: Optional[Params] = None  # as served by the client
     self._params: Optional[Params] = None      # the same, committed to CPU
 
@@ -106,7 +111,10 @@ class WPOActor(core.Actor):
   @property
   def params(self) -> Params:
     """The policy parameters in use (CPU copies of the client's)."""
-    raw = self._client.params
+    return self._sync_params()
+
+  def _sync_params(self) -> Params:
+    raw = self._client.params  # fetches on first use
     if raw is not self._raw_params:
       self._params = jax.device_put(raw, self._cpu)
       self._raw_params = raw
@@ -127,10 +135,13 @@ class WPOActor(core.Actor):
 
   def update(self, wait: bool = False) -> None:
     self._client.update(wait)
+    # Copy freshly fetched params to the CPU now rather than at the next step:
+    # the source may reuse (e.g. donate) its buffers in between.
+    self._sync_params()
 
 
 class StaticVariableSource(core.VariableSource):
-  """A VariableSource serving fixed values; for tests, evaluation and debugging."""
+  """A VariableSource serving fixed values (tests, evaluation, debugging)."""
 
   def __init__(self, **variables: Params):
     self._variables = dict(variables)

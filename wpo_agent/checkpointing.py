@@ -58,5 +58,14 @@ class Checkpointer:
         metadata=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['metadata'])
 
+  def latest_metadata(self) -> Optional[Dict[str, Any]]:
+    """The newest checkpoint's JSON metadata alone (no arrays), or None."""
+    step = self._manager.latest_step()
+    if step is None:
+      return None
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        metadata=ocp.args.JsonRestore()))
+    return dict(restored['metadata'])
+
   def close(self) -> None:
     self._manager.close()

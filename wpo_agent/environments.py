@@ -67,7 +67,7 @@ def valid_tasks(domain: str):
 
 
 def resolve_task(domain: str, task: Optional[str] = None) -> str:
-  """Returns `task`, or DEFAULT_TASKS[domain] when None, after validating both."""
+  """Validated `task`, or DEFAULT_TASKS[domain] when task is None."""
   tasks = valid_tasks(domain)
   if task is None:
     task = DEFAULT_TASKS.get(domain, tasks[0])
@@ -130,5 +130,5 @@ def make_environment(domain: str,
 
 
 def environment_spec(env: dm_env.Environment) -> specs.EnvironmentSpec:
-  """acme EnvironmentSpec (observations, actions, rewards, discounts) of `env`."""
+  """acme EnvironmentSpec (observations, actions, rewards, discounts)."""
   return specs.make_environment_spec(env)

@@ -5,6 +5,7 @@ the TARGET policy parameters, as in Acme's WPO) and `Saveable` (save/restore of
 the full TrainingState).
 """
 
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -38,7 +39,13 @@ class WPOLearner(acme.Learner, acme.Saveable):
                                  donate_argnums=0)
     self._calls = 0
     self._last_metrics: Dict[str, float] = {}
-    self._policy_cache = None  # (steps, host copy of target policy params)
+    # Serialises state access between the stepping thread and readers (courier
+    # threads serving actors, a checkpointing thread): the jitted step donates
+    # the old state's buffers, so nobody may read them while a step runs.
+    self._lock = threading.Lock()
+    self._published = None  # (target version, host copy of target policy)
+    self._sgd_steps = 0  # host mirror of state.steps: reading it never syncs
+    self._publish()
 
   @property
   def state(self) -> learning.TrainingState:
@@ -46,7 +53,7 @@ class WPOLearner(acme.Learner, acme.Saveable):
 
   @property
   def sgd_steps(self) -> int:
-    return int(self._state.steps)
+    return self._sgd_steps
 
   @property
   def last_metrics(self) -> Dict[str, float]:
@@ -54,10 +61,13 @@ class WPOLearner(acme.Learner, acme.Saveable):
 
   def step(self) -> Dict[str, float]:
     """One call = `sgd_steps_per_learner_step` SGD steps on one [K, B] batch."""
-    batch = next(self._iterator)
+    batch = next(self._iterator)  # may block on the rate limiter: not locked
     if self._config.sgd_steps_per_learner_step == 1:
       batch = jax.tree.map(lambda x: x[None], batch)  # [B, ...] -> [1, B, ...]
-    self._state, metrics = self._learner_step(self._state, batch)
+    with self._lock:
+      self._state, metrics = self._learner_step(self._state, batch)
+      self._sgd_steps += self._config.sgd_steps_per_learner_step
+      self._publish()
     self._calls += 1
     if self._logger is not None and self._calls % self._log_every == 0:
       self._last_metrics = {k: float(v) for k, v in metrics.items()}
@@ -66,28 +76,35 @@ class WPOLearner(acme.Learner, acme.Saveable):
       self._logger.write(self._last_metrics)
     return metrics
 
+  def _publish(self) -> None:
+    """Refreshes the host copy of the target policy when it has changed.
+
+    Target params change only every `target_update_period` SGD steps, so actors
+    polling often cost no device transfer. Called with the lock held (or
+    before any other thread exists).
+    """
+    version = self._sgd_steps // self._config.target_update_period
+    if self._published is None or self._published[0] != version:
+      self._published = (version,
+                         jax.device_get(self._state.target_policy_params))
+
   def get_variables(self, names: Sequence[str]) -> List[Any]:
-    """'policy' -> target policy params; 'critic' -> online critic params."""
+    """'policy' -> the TARGET policy params (what actors act with)."""
+    published = self._published  # one read: consistent without the lock
     out = []
     for name in names:
-      if name == 'policy':
-        # Target params change only every target_update_period steps; keep a
-        # host copy so frequent actor refreshes cost no device transfer.
-        steps = self.sgd_steps // self._config.target_update_period
-        if self._policy_cache is None or self._policy_cache[0] != steps:
-          self._policy_cache = (
-              steps, jax.device_get(self._state.target_policy_params))
-        out.append(self._policy_cache[1])
-      elif name == 'critic':
-        out.append(jax.device_get(self._state.critic_params))
-      else:
-        raise ValueError(f'unknown variable {name!r}; valid: policy, critic')
+      if name != 'policy':
+        raise ValueError(f'unknown variable {name!r}; valid: policy')
+      out.append(published[1])
     return out
 
   def save(self) -> learning.TrainingState:
-    return jax.device_get(self._state)
+    with self._lock:
+      return jax.device_get(self._state)
 
   def restore(self, state: learning.TrainingState) -> None:
-    self._state = jax.tree.map(np.asarray, state)
-    self._state = jax.device_put(self._state)
-    self._policy_cache = None
+    with self._lock:
+      self._state = jax.device_put(jax.tree.map(np.asarray, state))
+      self._sgd_steps = int(self._state.steps)
+      self._published = None
+      self._publish()

@@ -48,7 +48,7 @@ def make_rate_limiter(rate_limiter: str, *, min_size: int,
                       samples_per_insert: Optional[float] = None,
                       error_buffer: Optional[float] = None
                      ) -> reverb.rate_limiters.RateLimiter:
-  """'sample_to_insert' (ratio-holding) or 'min_size' (blocks only below min_size).
+  """'sample_to_insert' (holds a ratio) or 'min_size' (blocks below min_size).
 
   The ratio limiter gets error_buffer as a single float: reverb then centres the
   allowed band on spi * min_size, the insert-minus-sample 'error' at the moment
@@ -79,7 +79,7 @@ def make_replay_table(environment_spec: specs.EnvironmentSpec,
                       samples_per_insert: Optional[float] = 64.0,
                       error_buffer: Optional[float] = None,
                       rate_limiter: str = 'sample_to_insert') -> reverb.Table:
-  """Uniform-sampling, FIFO-removing transition table with the adder's signature.
+  """Uniform-sampling, FIFO-removing transition table (the adder's signature).
 
   Args:
     environment_spec: spec of the (wrapped) environment that feeds the adder.
@@ -150,7 +150,7 @@ def make_dataset(server_address: str,
                  num_parallel_calls: int = 12,
                  max_in_flight_samples_per_worker: Optional[int] = None
                 ) -> tf.data.Dataset:
-  """tf.data.Dataset of Batch: [B, ...], or [K, B, ...] for K = num_sgd_steps > 1.
+  """tf.data.Dataset of Batch: [B, ...], or [K, B, ...] for num_sgd_steps K > 1.
 
   Built on acme.datasets.make_reverb_dataset (num_parallel_calls interleaved
   reverb TrajectoryDatasets, each batching B). Every sampled item counts

@@ -15,6 +15,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import sys
 from typing import NamedTuple, Optional, Sequence
 
@@ -322,6 +323,9 @@ def _gaussian_main(args):
 
 
 def _mixture_main(args):
+  if args.plot and not os.path.isdir(os.path.dirname(args.plot) or '.'):
+    # Fail before training rather than after it.
+    raise ValueError(f'--plot: directory of {args.plot!r} does not exist')
   runs = {method: run_mixture(args.steps, method, args.lr, args.batch,
                               args.seed, init_scale=args.init_sigma)
           for method in METHODS}

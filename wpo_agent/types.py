@@ -14,8 +14,8 @@ ArrayLike = Any
 class Batch(NamedTuple):
   """A batch of n-step transitions: the learner's input.
 
-  Shapes are [B, ...] for one SGD step, or [K, B, ...] when K SGD steps are fused
-  into one learner call (a leading [K] axis on every field).
+  Shapes are [B, ...] for one SGD step, or [K, B, ...] when K SGD steps are
+  fused into one learner call (a leading [K] axis on every field).
 
   The bootstrap target of a transition is
 
@@ -27,7 +27,7 @@ class Batch(NamedTuple):
   """
   observation: ArrayLike       # [B, O] float32, s_t
   action: ArrayLike            # [B, D] float32, a_t as sampled (unclipped)
-  reward: ArrayLike            # [B] float32, sum_k gamma^k r_{t+k} (n-step return)
+  reward: ArrayLike            # [B] float32, n-step sum_k gamma^k r_{t+k}
   discount: ArrayLike          # [B] float32, gamma^n x env discounts
   next_observation: ArrayLike  # [B, O] float32, s_{t+n}
 

@@ -1,0 +1,374 @@
+"""Learner throughput: SGD updates/s of the jitted WPO learner step.
+
+Builds the real networks/config/state (wpo_agent.networks, config 'acme' preset
+with the sizes given here, learning.init_training_state) and times
+jax.jit(learning.make_learner_step(nets, cfg), donate_argnums=0) on one fixed
+random Batch with a leading [K] axis, for each K in --ks. The Ks and a float32
+GEMM ([5120,512] x [512,512], the ceiling) are timed in interleaved windows, so
+their ratios are comparable on a noisy machine. With --profile-parts it also
+times, interleaved, the pieces of one SGD step separately:
+  bootstrap   target policy on B rows + target critic forward on N*B rows
+  td_grad     critic TD loss + grad on B rows (given the target)
+  dq_da       online critic forward + input-vjp on N*B rows
+  policy_grad WPO + KL policy loss + grad on B rows (given actions and dq_da)
+  adam        optimizer updates of critic and policy
+
+Runs unchanged on GPU (prints jax.devices()).
+
+  MUJOCO_GL=egl .venv/bin/python bench/bench_learner.py --profile-parts
+"""
+
+import argparse
+import time
+
+import common  # noqa: F401  (sys.path for wpo_agent)
+from common import (current_rss_mb, emit_json, load_average, median,
+                    peak_rss_mb, print_table, spread)
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from wpo_agent import config as config_lib
+from wpo_agent import distributions as dists
+from wpo_agent import learning
+from wpo_agent import losses
+from wpo_agent import networks as networks_lib
+from wpo_agent.types import Batch
+
+
+def _ints(text):
+  return tuple(int(x) for x in text.split(',') if x.strip())
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--obs-dim', type=int, default=67)
+  p.add_argument('--act-dim', type=int, default=21)
+  p.add_argument('--batch', type=int, default=256)
+  p.add_argument('--samples', type=int, default=20, help='N action samples')
+  p.add_argument('--policy', type=_ints, default=(256, 256, 256))
+  p.add_argument('--critic', type=_ints, default=(512, 512, 256))
+  p.add_argument('--ks', type=_ints, default=(1, 8),
+                 help='SGD steps fused per call (lax.scan)')
+  p.add_argument('--seconds', type=float, default=20.0,
+                 help='total timing budget of the main (K) measurement')
+  p.add_argument('--windows', type=int, default=5,
+                 help='timed windows per variant (median reported)')
+  p.add_argument('--profile-parts', action='store_true',
+                 help='also time the pieces of one SGD step separately')
+  p.add_argument('--parts-seconds', type=float, default=15.0,
+                 help='timing budget of --profile-parts')
+  p.add_argument('--json', action='store_true', help='print one JSON line too')
+  return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------
+# Analytic FLOPs (matmuls only; 1 MAC = 2 FLOPs; elementwise work ignored).
+
+
+def mlp_flops(in_dim, sizes, out_dim):
+  dims = (in_dim,) + tuple(sizes) + (out_dim,)
+  return sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def step_flops(obs, act, batch, n, policy, critic):
+  """Per SGD step. Backward ~ 2x forward (activation + weight grads); an
+  input-only backward (dq_da) ~ 1x forward."""
+  pf = mlp_flops(obs, policy, 2 * act)   # Gaussian: loc + scale heads
+  cf = mlp_flops(obs + act, critic, 1)
+  nb = n * batch
+  parts = {
+      'bootstrap': pf * batch + cf * nb,   # target policy + target critic fwd
+      'td_grad': 3 * cf * batch,           # critic fwd + bwd on B rows
+      'dq_da': 2 * cf * nb,                # critic fwd + input-bwd on N*B rows
+      # online fwd (sampling) + loss: online fwd+bwd, target fwd.
+      'policy_grad': pf * batch + 3 * pf * batch + pf * batch,
+  }
+  return parts, sum(parts.values())
+
+
+# ----------------------------------------------------------------------------
+# Timing: variants are callables that run one call and block; windows of each
+# variant are interleaved round-robin.
+
+
+def time_interleaved(variants, window_s, windows):
+  """variants: {name: (fn, units_per_call)} -> {name: [units/s per window]}."""
+  rates = {name: [] for name in variants}
+  for _ in range(windows):
+    for name, (fn, units) in variants.items():
+      calls = 0
+      t0 = time.perf_counter()
+      while True:
+        fn()
+        calls += 1
+        dt = time.perf_counter() - t0
+        if dt >= window_s:
+          break
+      rates[name].append(calls * units / dt)
+  return rates
+
+
+def random_batch(rng, k, b, obs_dim, act_dim):
+  f32 = np.float32
+  return Batch(
+      observation=rng.standard_normal((k, b, obs_dim)).astype(f32),
+      action=rng.uniform(-1, 1, (k, b, act_dim)).astype(f32),
+      reward=rng.standard_normal((k, b)).astype(f32),
+      discount=np.full((k, b), 0.99**5, f32),
+      next_observation=rng.standard_normal((k, b, obs_dim)).astype(f32))
+
+
+def memory_stats(compiled):
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return {}
+  if m is None:
+    return {}
+  out = {}
+  for f in ('argument_size_in_bytes', 'output_size_in_bytes',
+            'temp_size_in_bytes', 'alias_size_in_bytes',
+            'generated_code_size_in_bytes'):
+    if hasattr(m, f):
+      out[f.replace('_size_in_bytes', '_mb')] = getattr(m, f) / 2**20
+  return out
+
+
+def xla_flops(compiled):
+  try:
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):
+      ca = ca[0]
+    return float(ca.get('flops', float('nan')))
+  except Exception:  # pylint: disable=broad-except
+    return float('nan')
+
+
+class LearnerVariant:
+  """One K: compiled learner step + its (donated) state."""
+
+  def __init__(self, nets, cfg, k, args, rng):
+    self.k = k
+    self.state = learning.init_training_state(nets, cfg, jax.random.PRNGKey(0))
+    self.batch = jax.device_put(random_batch(rng, k, args.batch, args.obs_dim,
+                                             args.act_dim))
+    jitted = jax.jit(learning.make_learner_step(nets, cfg), donate_argnums=0)
+    t0 = time.perf_counter()
+    self.compiled = jitted.lower(self.state, self.batch).compile()
+    self.compile_s = time.perf_counter() - t0
+    self.memory = memory_stats(self.compiled)
+    self.xla_flops_per_call = xla_flops(self.compiled)
+    # Warm-up (first execution allocates).
+    t0 = time.perf_counter()
+    self()
+    self.first_call_s = time.perf_counter() - t0
+    self.peak_rss_mb = peak_rss_mb()
+
+  def __call__(self):
+    self.state, metrics = self.compiled(self.state, self.batch)
+    jax.block_until_ready((self.state, metrics))
+    return metrics
+
+
+def make_gemm(rows=5120, inner=512, cols=512):
+  key = jax.random.PRNGKey(1)
+  a = jax.random.normal(key, (rows, inner), jnp.float32)
+  b = jax.random.normal(jax.random.fold_in(key, 1), (inner, cols), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  jax.block_until_ready(f(a, b))
+  flops = 2.0 * rows * inner * cols
+
+  def run():
+    jax.block_until_ready(f(a, b))
+  return run, flops / 1e9  # units = GFLOP per call
+
+
+# ----------------------------------------------------------------------------
+# Parts of one SGD step (mirror learning.make_sgd_step; K = 1).
+
+
+def make_parts(nets, cfg, args, rng):
+  policy_apply, critic_apply = nets.policy.apply, nets.critic.apply
+  n, b = args.samples, args.batch
+  st = learning.init_training_state(nets, cfg, jax.random.PRNGKey(0))
+  bt = jax.device_put(random_batch(rng, 1, b, args.obs_dim, args.act_dim))
+  bt = jax.tree.map(lambda x: x[0], bt)
+  key = jax.random.PRNGKey(2)
+  actions = jax.device_put(
+      rng.uniform(-1, 1, (n, b, args.act_dim)).astype(np.float32))
+  dq = jax.device_put(rng.standard_normal((n, b, args.act_dim)).astype(
+      np.float32))
+  target = jax.device_put(rng.standard_normal((b,)).astype(np.float32))
+  opt = learning.make_optimizers(cfg)
+
+  @jax.jit
+  def bootstrap(tp, tc, next_obs, r, d, key):
+    pi_bar = policy_apply(tp, next_obs)
+    a = pi_bar.sample(key, (n,))
+    q = critic_apply(tc, jnp.broadcast_to(next_obs, (n,) + next_obs.shape), a)
+    return r + d * jnp.mean(q, axis=0)
+
+  @jax.jit
+  def td_grad(cp, obs, act, target):
+    def loss(cp):
+      q = critic_apply(cp, obs, act)
+      return 0.5 * jnp.mean(jnp.square(target - q))
+    return jax.value_and_grad(loss)(cp)
+
+  @jax.jit
+  def dq_da(cp, obs, actions):
+    obs_n = jnp.broadcast_to(obs, (n,) + obs.shape)
+    return losses.action_gradient(lambda a: critic_apply(cp, obs_n, a),
+                                  actions)
+
+  @jax.jit
+  def policy_grad(pp, duals, tp, obs, actions, dq):
+    def loss(pp, duals):
+      pi = policy_apply(pp, obs)
+      pi_wpo = dists.natural_gradient(pi) if cfg.use_natural_gradient else pi
+      l_wpo = losses.wpo_policy_loss(pi_wpo, actions, dq, cfg.dq_da_squash)
+      pi_bar = policy_apply(tp, obs)
+      pen = losses.kl_penalty(losses.decoupled_kl(pi, pi_bar),
+                              duals.log_alpha_mean, duals.log_alpha_stddev,
+                              cfg.epsilon_mean, cfg.epsilon_stddev)
+      return l_wpo + pen.loss_kl + pen.loss_dual
+    return jax.value_and_grad(loss, argnums=(0, 1))(pp, duals)
+
+  @jax.jit
+  def adam(cp, cos, cg, pp, pos, pg):
+    cu, cos = opt.critic.update(cg, cos, cp)
+    pu, pos = opt.policy.update(pg, pos, pp)
+    return optax.apply_updates(cp, cu), cos, optax.apply_updates(pp, pu), pos
+
+  _, cgrads = td_grad(st.critic_params, bt.observation, bt.action, target)
+  _, (pgrads, _) = policy_grad(st.policy_params, st.dual_params,
+                               st.target_policy_params, bt.observation,
+                               actions, dq)
+  calls = {
+      'bootstrap': lambda: bootstrap(st.target_policy_params,
+                                     st.target_critic_params,
+                                     bt.next_observation, bt.reward,
+                                     bt.discount, key),
+      'td_grad': lambda: td_grad(st.critic_params, bt.observation, bt.action,
+                                 target),
+      'dq_da': lambda: dq_da(st.critic_params, bt.observation, actions),
+      'policy_grad': lambda: policy_grad(st.policy_params, st.dual_params,
+                                         st.target_policy_params,
+                                         bt.observation, actions, dq),
+      'adam': lambda: adam(st.critic_params, st.critic_opt_state, cgrads,
+                           st.policy_params, st.policy_opt_state, pgrads),
+  }
+  variants = {}
+  for name, fn in calls.items():
+    jax.block_until_ready(fn())  # compile
+    variants[name] = (lambda fn=fn: jax.block_until_ready(fn()), 1)
+  return variants
+
+
+# ----------------------------------------------------------------------------
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  print(f'jax {jax.__version__}  devices: {jax.devices()}  '
+        f'backend: {jax.default_backend()}  load avg: {load_average()}')
+  nets = networks_lib.make_networks(
+      args.obs_dim, -np.ones(args.act_dim), np.ones(args.act_dim),
+      policy_layer_sizes=args.policy, critic_layer_sizes=args.critic)
+  print(f'obs {args.obs_dim}  act {args.act_dim}  batch {args.batch}  '
+        f'N {args.samples}  policy {args.policy}  critic {args.critic}')
+  flop_parts, flops = step_flops(args.obs_dim, args.act_dim, args.batch,
+                                 args.samples, args.policy, args.critic)
+  print(f'analytic matmul FLOPs per SGD step: {flops / 1e9:.2f} GFLOP  (' +
+        ', '.join(f'{k} {v / 1e9:.2f}' for k, v in flop_parts.items()) + ')')
+
+  rng = np.random.default_rng(0)
+  learners = {}
+  for k in args.ks:
+    cfg = config_lib.make_config(
+        'acme', policy_layer_sizes=args.policy,
+        critic_layer_sizes=args.critic, batch_size=args.batch,
+        num_action_samples=args.samples, sgd_steps_per_learner_step=k)
+    learners[k] = LearnerVariant(nets, cfg, k, args, rng)
+  gemm, gemm_gflop = make_gemm()
+
+  variants = {f'K={k}': (v, k) for k, v in learners.items()}
+  variants['gemm'] = (gemm, gemm_gflop)
+  window = args.seconds / (len(variants) * args.windows)
+  rates = time_interleaved(variants, window, args.windows)
+  gemm_gflops = median(rates['gemm'])
+
+  print(f'\nGEMM ceiling f32 [5120,512]x[512,512]: {gemm_gflops:.1f} GFLOP/s '
+        f'(windows {spread(rates["gemm"])});  '
+        f'ceiling updates/s at {flops / 1e9:.2f} GFLOP/step: '
+        f'{gemm_gflops / (flops / 1e9):.1f}')
+  rows, record = [], {
+      'device': str(jax.devices()[0]), 'backend': jax.default_backend(),
+      'args': vars(args), 'step_gflop': flops / 1e9,
+      'gemm_gflops': gemm_gflops, 'ks': {}}
+  for k, v in learners.items():
+    ups = median(rates[f'K={k}'])
+    achieved = ups * flops / 1e9
+    mem = v.memory
+    rows.append([k, v.compile_s, ups, spread(rates[f'K={k}']), achieved,
+                 achieved / gemm_gflops, v.peak_rss_mb,
+                 mem.get('temp_mb', float('nan')),
+                 mem.get('argument_mb', float('nan'))])
+    record['ks'][k] = dict(compile_s=v.compile_s, first_call_s=v.first_call_s,
+                           updates_per_s=ups, windows=rates[f'K={k}'],
+                           achieved_gflops=achieved,
+                           frac_of_gemm=achieved / gemm_gflops,
+                           peak_rss_mb_after_setup=v.peak_rss_mb,
+                           xla_cost_flops_per_call=v.xla_flops_per_call,
+                           memory_analysis=mem)
+  print()
+  print_table(['K', 'compile_s', 'updates/s', 'windows', 'GFLOP/s',
+               'frac_gemm', 'peakRSS_MB', 'xla_temp_MB', 'xla_args_MB'], rows)
+  print(f'(peak RSS is the process peak after compiling and warming that K; '
+        f'current RSS {current_rss_mb():.0f} MB)')
+  for k, v in learners.items():
+    xf = v.xla_flops_per_call
+    if xf == xf:
+      print(f'XLA cost_analysis K={k}: {xf / 1e9:.2f} GFLOP per call '
+            f'(scan bodies may be counted once)')
+
+  if args.profile_parts:
+    cfg = config_lib.make_config(
+        'acme', policy_layer_sizes=args.policy,
+        critic_layer_sizes=args.critic, batch_size=args.batch,
+        num_action_samples=args.samples)
+    parts = make_parts(nets, cfg, args, rng)
+    parts['full(K=1)'] = (learners[args.ks[0]], args.ks[0])
+    window = args.parts_seconds / (len(parts) * args.windows)
+    prates = time_interleaved(parts, window, args.windows)
+    full_ms = 1e3 * args.ks[0] / median(prates['full(K=1)'])
+    rows, total = [], 0.0
+    record['parts'] = {}
+    for name in parts:
+      if name.startswith('full'):
+        continue
+      ms = 1e3 / median(prates[name])
+      total += ms
+      fl = flop_parts.get(name, 0.0)
+      gf = fl / 1e9 / (ms / 1e3) if fl else float('nan')
+      rows.append([name, ms, 100 * ms / full_ms, fl / 1e9, gf])
+      record['parts'][name] = dict(ms=ms, gflop=fl / 1e9, gflops=gf)
+    rows.append(['sum of parts', total, 100 * total / full_ms, flops / 1e9,
+                 flops / 1e9 / (total / 1e3)])
+    rows.append([f'full step (K={args.ks[0]})', full_ms, 100.0, flops / 1e9,
+                 flops / 1e9 / (full_ms / 1e3)])
+    record['parts']['full_ms'] = full_ms
+    print(f'\nParts of one SGD step (medians of {args.windows} interleaved '
+          'windows; % of the full step):')
+    print_table(['part', 'ms', '%full', 'GFLOP', 'GFLOP/s'], rows)
+
+  record['peak_rss_mb'] = peak_rss_mb()
+  if args.json:
+    emit_json(record)
+
+
+if __name__ == '__main__':
+  main()

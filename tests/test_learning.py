@@ -1,0 +1,334 @@
+"""The learner's SGD step (learning.py) and WPOLearner (learner.py) on fake data.
+
+Tiny networks (obs 4, action 2, layers (32, 32)), batch 64, N = 8 samples.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wpo_agent import config as config_lib
+from wpo_agent import learner as learner_lib
+from wpo_agent import learning
+from wpo_agent import networks as networks_lib
+from wpo_agent.types import Batch
+
+OBS, ACT, BATCH = 4, 2, 64
+
+
+def make_config(**overrides):
+  kwargs = dict(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32),
+                batch_size=BATCH, num_action_samples=8,
+                target_update_period=5)
+  kwargs.update(overrides)
+  return config_lib.make_config('small', **kwargs)
+
+
+def make_networks(config):
+  return networks_lib.make_networks(
+      OBS, [-1.0] * ACT, [1.0] * ACT,
+      policy_layer_sizes=config.policy_layer_sizes,
+      critic_layer_sizes=config.critic_layer_sizes,
+      policy_family=config.policy_family,
+      num_components=config.num_components,
+      init_scale=config.init_scale, min_scale=config.min_scale)
+
+
+def reward_fn(obs, action):
+  """A smooth known reward of (s, a), mean ~0: fitting it needs Q(s, a)."""
+  return (np.tanh(obs[:, 0]) + obs[:, 1] * action[:, 0]
+          - (action[:, 1] ** 2 - 1 / 3)).astype(np.float32)
+
+
+def fake_dataset(size, seed=0, discount=0.0):
+  """Fixed transitions with reward = reward_fn(s, a) and a constant discount."""
+  rng = np.random.default_rng(seed)
+  obs = rng.normal(size=(size, OBS)).astype(np.float32)
+  act = rng.uniform(-1, 1, size=(size, ACT)).astype(np.float32)
+  return Batch(observation=obs, action=act, reward=reward_fn(obs, act),
+               discount=np.full((size,), discount, np.float32),
+               next_observation=rng.normal(size=(size, OBS)).astype(np.float32))
+
+
+def batches(data, num, seed=1, batch_size=BATCH):
+  """`num` minibatches [B] drawn uniformly from `data`."""
+  rng = np.random.default_rng(seed)
+  size = data.observation.shape[0]
+  for _ in range(num):
+    idx = rng.integers(0, size, batch_size)
+    yield jax.tree.map(lambda x: x[idx], data)
+
+
+def stack(batch_list):
+  return jax.tree.map(lambda *xs: np.stack(xs), *batch_list)
+
+
+def critic_loss_on(networks, critic_params, data):
+  """0.5 * mean (reward - Q)^2: the TD loss when discount is 0."""
+  q = networks.critic.apply(critic_params, data.observation, data.action)
+  return float(0.5 * jnp.mean(jnp.square(data.reward - q)))
+
+
+def leaves_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in
+             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def no_leaf_equal(a, b):
+  return not any(np.array_equal(x, y) for x, y in
+                 zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def setup(config, seed=0):
+  networks = make_networks(config)
+  state = learning.init_training_state(networks, config,
+                                       jax.random.PRNGKey(seed))
+  step = jax.jit(learning.make_sgd_step(networks, config))
+  return networks, state, step
+
+
+def assert_finite(metrics):
+  for name, value in metrics.items():
+    assert np.all(np.isfinite(np.asarray(value))), (name, value)
+
+
+@pytest.mark.parametrize('family,steps,factor', [('gaussian', 300, 0.2),
+                                                 ('mixture', 150, 0.5)])
+def test_critic_td_loss_drops_on_fake_data(family, steps, factor):
+  """discount 0: the TD target is the reward, a fixed regression problem."""
+  config = make_config(policy_family=family, num_components=3,
+                       critic_learning_rate=3e-3)
+  networks, state, step = setup(config)
+  data = fake_dataset(2048)
+  initial = critic_loss_on(networks, state.critic_params, data)
+  assert initial > 0.3  # a target well away from Q ~ 0 at init
+  first = last = None
+  for batch in batches(data, steps):
+    state, metrics = step(state, batch)
+    assert_finite(metrics)
+    first = float(metrics['critic_loss']) if first is None else first
+    last = float(metrics['critic_loss'])
+  final = critic_loss_on(networks, state.critic_params, data)
+  assert final < factor * initial, (initial, final)
+  assert last < factor * first, (first, last)
+  assert int(state.steps) == steps
+  # With discount 0 the target is exactly the reward.
+  np.testing.assert_allclose(float(metrics['td_target_mean']),
+                             float(np.mean(batch.reward)), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_target_networks_copied_exactly_every_period():
+  period = 5
+  config = make_config(target_update_period=period)
+  _, state, step = setup(config)
+  data = fake_dataset(512, discount=0.9)
+  initial_target_policy = state.target_policy_params
+  assert leaves_equal(state.target_policy_params, state.policy_params)
+  for t, batch in enumerate(batches(data, 3 * period + 2), start=1):
+    new, _ = step(state, batch)
+    assert int(new.steps) == t
+    # Online parameters move on every step.
+    assert no_leaf_equal(new.policy_params, state.policy_params)
+    assert no_leaf_equal(new.critic_params, state.critic_params)
+    if t % period == 0:
+      assert leaves_equal(new.target_policy_params, new.policy_params)
+      assert leaves_equal(new.target_critic_params, new.critic_params)
+    else:
+      assert leaves_equal(new.target_policy_params, state.target_policy_params)
+      assert leaves_equal(new.target_critic_params, state.target_critic_params)
+      assert no_leaf_equal(new.target_policy_params, new.policy_params)
+      assert no_leaf_equal(new.target_critic_params, new.critic_params)
+    if t < period:
+      assert leaves_equal(new.target_policy_params, initial_target_policy)
+    state = new
+
+
+def test_fused_steps_equal_sequential_steps():
+  k = 4
+  config = make_config(sgd_steps_per_learner_step=k, target_update_period=3)
+  networks, state0, step = setup(config)
+  data = fake_dataset(512, discount=0.9)
+  batch_list = list(batches(data, k))
+
+  fused = jax.jit(learning.make_learner_step(networks, config))
+  state_fused, metrics_fused = fused(state0, stack(batch_list))
+
+  state_seq = state0
+  seq_metrics = []
+  for batch in batch_list:
+    state_seq, metrics = step(state_seq, batch)
+    seq_metrics.append(metrics)
+
+  assert int(state_fused.steps) == int(state_seq.steps) == k
+  np.testing.assert_array_equal(state_fused.key, state_seq.key)
+  chex_close = functools.partial(np.testing.assert_allclose, rtol=1e-5,
+                                 atol=1e-6)
+  jax.tree.map(chex_close, state_fused, state_seq)
+  for name, value in metrics_fused.items():
+    chex_close(value, np.mean([m[name] for m in seq_metrics]), err_msg=name)
+
+
+def test_hard_kl_learns_duals():
+  config = make_config(kl_constraint='hard')
+  _, state, step = setup(config)
+  init_duals = state.dual_params
+  for batch in batches(fake_dataset(512, discount=0.9), 5):
+    state, metrics = step(state, batch)
+    assert_finite(metrics)
+  assert not np.array_equal(state.dual_params.log_alpha_mean,
+                            init_duals.log_alpha_mean)
+  assert not leaves_equal(state.dual_opt_state,
+                          learning.init_training_state(
+                              make_networks(config), config,
+                              jax.random.PRNGKey(0)).dual_opt_state)
+
+
+def test_soft_kl_keeps_duals_at_init():
+  config = make_config(kl_constraint='soft')
+  _, state, step = setup(config)
+  init_duals = state.dual_params
+  init_dual_opt = state.dual_opt_state
+  for batch in batches(fake_dataset(512, discount=0.9), 5):
+    state, metrics = step(state, batch)
+    assert_finite(metrics)
+  assert leaves_equal(state.dual_params, init_duals)
+  assert leaves_equal(state.dual_opt_state, init_dual_opt)
+  np.testing.assert_allclose(float(metrics['alpha_mean']),
+                             float(jax.nn.softplus(0.0)), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['alpha_stddev']), 1e4, rtol=1e-5)
+
+
+def test_fresh_keys_every_step():
+  config = make_config()
+  _, state0, step = setup(config)
+  batch = next(batches(fake_dataset(512, discount=0.9), 1))
+  state1, metrics1 = step(state0, batch)
+  state2, _ = step(state1, batch)
+  assert not np.array_equal(state0.key, state1.key)
+  assert not np.array_equal(state1.key, state2.key)
+  # Same parameters and batch, different key only: the sample-dependent
+  # quantities differ, so the step did not reuse the previous samples.
+  rekeyed, metrics_rekeyed = step(state0._replace(key=state1.key), batch)
+  for name in ('wpo_loss', 'dq_da_abs_mean', 'td_target_mean'):
+    assert float(metrics1[name]) != float(metrics_rekeyed[name]), name
+  assert not leaves_equal(rekeyed.policy_params, state1.policy_params)
+  # ... and the step is a pure function of (state, batch).
+  again, metrics_again = step(state0, batch)
+  assert leaves_equal(again, state1)
+  assert float(metrics_again['wpo_loss']) == float(metrics1['wpo_loss'])
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(),
+    dict(policy_family='mixture', num_components=3),
+    dict(bootstrap_aggregate='max', dq_da_squash='cbrt'),
+    dict(use_natural_gradient=False, policy_loss_on_next_obs=True),
+    dict(kl_constraint='hard', weight_decay=1e-4),
+], ids=['gaussian', 'mixture', 'max-cbrt', 'plain-grad-next-obs', 'hard-adamw'])
+def test_metrics_finite(overrides):
+  config = make_config(**overrides)
+  _, state, step = setup(config)
+  for batch in batches(fake_dataset(512, discount=0.9), 3):
+    state, metrics = step(state, batch)
+  assert_finite(metrics)
+  assert_finite({'leaf': np.concatenate(
+      [np.ravel(x) for x in jax.tree.leaves(state)
+       if jnp.issubdtype(np.asarray(x).dtype, jnp.floating)])})
+  expected = {'critic_loss', 'policy_loss', 'wpo_loss', 'kl_loss', 'dual_loss',
+              'kl_mean', 'kl_stddev', 'alpha_mean', 'alpha_stddev', 'q_mean',
+              'sigma_min', 'dq_da_abs_mean', 'policy_grad_norm',
+              'critic_grad_norm'}
+  assert expected <= set(metrics)
+
+
+# --- WPOLearner -------------------------------------------------------------
+
+
+def batch_iterator(k, seed=0):
+  data = fake_dataset(512, discount=0.9, seed=seed)
+  it = batches(data, 10**6)
+  while True:
+    if k == 1:
+      yield next(it)
+    else:
+      yield stack([next(it) for _ in range(k)])
+
+
+class ListLogger:
+
+  def __init__(self):
+    self.rows = []
+
+  def write(self, row):
+    self.rows.append(dict(row))
+
+
+@pytest.mark.parametrize('k', [1, 2])
+def test_wpo_learner_steps(k):
+  config = make_config(sgd_steps_per_learner_step=k, target_update_period=4)
+  networks = make_networks(config)
+  logger = ListLogger()
+  learner = learner_lib.WPOLearner(networks, config, batch_iterator(k),
+                                   jax.random.PRNGKey(0), logger=logger,
+                                   log_every=2)
+  assert learner.sgd_steps == 0
+  for call in range(1, 4):
+    metrics = learner.step()
+    assert learner.sgd_steps == k * call
+    assert_finite(metrics)
+  assert len(logger.rows) == 1  # logged on call 2
+  assert logger.rows[0]['learner_steps'] == 2 * k
+  assert np.isfinite(logger.rows[0]['critic_loss'])
+
+
+def test_wpo_learner_serves_target_policy():
+  config = make_config(target_update_period=3)
+  networks = make_networks(config)
+  learner = learner_lib.WPOLearner(networks, config, batch_iterator(1),
+                                   jax.random.PRNGKey(0))
+  initial = jax.device_get(learner.state.policy_params)
+  [served] = learner.get_variables(['policy'])
+  assert leaves_equal(served, initial)
+  for step in range(1, 8):
+    learner.step()
+    state = learner.state
+    [served] = learner.get_variables(['policy'])
+    assert leaves_equal(served, state.target_policy_params)
+    if step % 3 == 0:
+      assert leaves_equal(served, state.policy_params)
+    else:
+      assert no_leaf_equal(served, state.policy_params)
+    if step < 3:
+      assert leaves_equal(served, initial)
+  policy, critic = learner.get_variables(['policy', 'critic'])
+  assert leaves_equal(critic, learner.state.critic_params)
+  assert leaves_equal(policy, learner.state.target_policy_params)
+
+
+def test_wpo_learner_unknown_variable():
+  config = make_config()
+  learner = learner_lib.WPOLearner(make_networks(config), config,
+                                   batch_iterator(1), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match='value_fn'):
+    learner.get_variables(['value_fn'])
+
+
+def test_wpo_learner_save_restore():
+  config = make_config(target_update_period=3)
+  networks = make_networks(config)
+  a = learner_lib.WPOLearner(networks, config, batch_iterator(1, seed=3),
+                             jax.random.PRNGKey(0))
+  b = learner_lib.WPOLearner(networks, config, batch_iterator(1, seed=3),
+                             jax.random.PRNGKey(1))
+  for _ in range(2):
+    a.step()
+  b.get_variables(['policy'])  # fill b's cache with its own (stale) params
+  b.restore(a.save())
+  assert b.sgd_steps == 2
+  assert leaves_equal(b.save(), a.save())
+  assert leaves_equal(b.get_variables(['policy'])[0],
+                      a.get_variables(['policy'])[0])

@@ -1,0 +1,76 @@
+"""The Launchpad program (the only module that imports Launchpad), and its launcher.
+
+  replay (Reverb) <- actors x N -> counter <- learner -> checkpoints
+       \\__________ learner's dataset ____/      ^
+  evaluator (deterministic policy, eval.csv) ---/   step limiter (ends the run)
+
+Run as `python -m wpo_agent.distributed.program SPEC.json`: the supervisor
+(`supervisor.py`) starts this in its own session and owns its lifetime.
+"""
+
+import functools
+import json
+import sys
+
+import launchpad as lp
+from launchpad.nodes.python import local_multi_processing
+
+from wpo_agent.distributed import nodes
+
+# Actors and the evaluator run their small policy on the CPU; one XLA thread
+# each keeps N actor processes from oversubscribing the cores, and they must not
+# grab GPU memory on accelerator hosts.
+_CPU_WORKER_ENV = {
+    'JAX_PLATFORMS': 'cpu',
+    'XLA_FLAGS': '--xla_cpu_multi_thread_eigen=false '
+                 'intra_op_parallelism_threads=1',
+    'CUDA_VISIBLE_DEVICES': '',
+}
+
+
+def build_program(spec: nodes.Spec) -> lp.Program:
+  """Replay, counter, learner, `num_actors` actors, evaluator, step limiter."""
+  program = lp.Program('wpo')
+  with program.group('replay'):
+    replay = program.add_node(lp.ReverbNode(
+        functools.partial(nodes.make_replay_tables, spec)))
+  with program.group('counter'):
+    counter = program.add_node(lp.CourierNode(
+        nodes.make_counter, spec.get('initial_counts', {})))
+  with program.group('learner'):
+    learner = program.add_node(lp.CourierNode(
+        nodes.LearnerNode, replay, counter, spec))
+  with program.group('actor'):
+    for index in range(int(spec['config']['num_actors'])):
+      program.add_node(lp.PyNode(nodes.run_actor, index, replay, learner,
+                                 counter, spec))
+  with program.group('evaluator'):
+    program.add_node(lp.PyNode(nodes.run_evaluator, learner, counter, spec))
+  with program.group('step_limiter'):
+    program.add_node(lp.PyNode(nodes.run_step_limiter, counter, spec))
+  return program
+
+
+def launch(spec: nodes.Spec) -> None:
+  """Launches the program and blocks until its nodes exit (or we are killed)."""
+  program = build_program(spec)
+  if spec.get('lp_launch_type', 'local_mp') == 'local_mt':
+    manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
+  else:
+    cpu = local_multi_processing.PythonProcess(env=_CPU_WORKER_ENV)
+    # output_to_files: one log per node under $LAUNCHPAD_LOGGING_DIR.
+    manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
+                        terminal='output_to_files',
+                        local_resources={'actor': cpu, 'evaluator': cpu,
+                                         'step_limiter': cpu, 'counter': cpu})
+  manager.wait()
+
+
+def main(argv) -> None:
+  with open(argv[1]) as f:
+    spec = json.load(f)
+  launch(spec)
+
+
+if __name__ == '__main__':
+  main(sys.argv)
