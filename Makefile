@@ -19,9 +19,11 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest tests -q -m "not slow"
 
+# A short real distributed run: replay, learner, 2 actors, evaluator (a few minutes).
 run: venv
-	$(PY) launch/run_local.py --domain=cartpole --task=swingup --single_process \
-	  --max_actor_steps=20000 --eval_every=5000 --workdir=runs/make-run
+	@rm -rf runs/make-run  # a fresh demo each time (a real run resumes its workdir)
+	$(PY) launch/run_local.py --domain=cartpole --task=swingup --config=small \
+	  --num_actors=2 --max_actor_steps=10000 --eval_every=2500 --workdir=runs/make-run
 
 bench: venv
 	$(PY) bench/bench_learner.py

@@ -93,3 +93,10 @@ class Stopwatch:
   def __exit__(self, *exc):
     dt = time.perf_counter() - self._t0
     self.totals[self._name] = self.totals.get(self._name, 0.0) + dt
+
+
+# Keep our table lines in order with the C++ (reverb/XLA) logs on stderr.
+try:
+  sys.stdout.reconfigure(line_buffering=True)
+except AttributeError:
+  pass

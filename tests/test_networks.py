@@ -22,16 +22,16 @@ _BOUNDS = ([-1.0, -2.0], [1.0, 0.5])
 
 
 @functools.lru_cache(maxsize=None)
-def _make(family='gaussian', **kwargs):
+def _make(family='gaussian'):
   """Tiny networks and their (policy, critic) params; cached: init is slow."""
   nets = networks.make_networks(_OBS, *_BOUNDS, policy_layer_sizes=(16, 16),
                                 critic_layer_sizes=(16, 16),
-                                policy_family=family, **kwargs)
+                                policy_family=family, num_components=3)
   return nets, jax.jit(nets.init)(jax.random.PRNGKey(0))
 
 
-# Network tests run jitted only: eager Flax (op by op, with second-order grads)
-# costs seconds per test on a 2-core CPU and exercises no extra code path.
+# Network tests run jitted only, and each test compiles once: eager Flax (op by
+# op) and extra compiles cost seconds per test on a 2-core CPU.
 _variants = chex.variants(with_jit=True)
 
 
@@ -39,25 +39,49 @@ def _all_zero(tree):
   return all(bool(jnp.all(x == 0)) for x in jax.tree_util.tree_leaves(tree))
 
 
+def _observations():
+  obs_b = jax.random.normal(jax.random.PRNGKey(1), (4, _OBS))  # [B, O]
+  obs_nb = jax.random.normal(jax.random.PRNGKey(2), (5, 4, _OBS))  # [N, B, O]
+  return obs_b, obs_nb
+
+
 class PolicyHeadTest(chex.TestCase):
 
-  # Forward passes run eagerly: cheaper than compiling one per batch shape.
-  def test_gaussian_shapes_and_init(self):
-    nets, (pp, _) = _make(init_scale=0.7, min_scale=1e-3)
-    for batch in ((4,), (5, 4)):  # [B, O] and [N, B, O]
-      obs = jax.random.normal(jax.random.PRNGKey(1), batch + (_OBS,))
-      dist = nets.policy.apply(pp, obs)
+  @_variants
+  def test_gaussian_shapes_init_and_layer_norm(self):
+    nets, (pp, _) = _make()
+    # Same parameters, other sigma settings: init_scale is not a parameter.
+    other = networks.make_networks(_OBS, *_BOUNDS, policy_layer_sizes=(16, 16),
+                                   init_scale=0.7, min_scale=1e-3).policy
+
+    @self.variant
+    def forward(pp, obs_b, obs_nb):
+      dist_b, state = nets.policy.apply(pp, obs_b, capture_intermediates=True,
+                                        mutable=['intermediates'])
+      return (dist_b, nets.policy.apply(pp, obs_nb), other.apply(pp, obs_b),
+              state['intermediates'])
+
+    dist_b, dist_nb, dist_other, inter = forward(pp, *_observations())
+    for dist, batch in ((dist_b, (4,)), (dist_nb, (5, 4))):
       self.assertIsInstance(dist, dists.Gaussian)
       chex.assert_shape([dist.loc, dist.scale], batch + (_ACT,))
       # Near-zero heads: sigma starts at init_scale + min_scale, loc near 0.
-      np.testing.assert_allclose(dist.scale, 0.7 + 1e-3, atol=0.02)
+      np.testing.assert_allclose(dist.scale, 0.5 + 1e-6, atol=0.02)
       self.assertLess(float(jnp.max(jnp.abs(dist.loc))), 0.05)
+    np.testing.assert_allclose(dist_other.scale, 0.7 + 1e-3, atol=0.02)
+    # Linear -> LayerNorm -> tanh: the LayerNorm output is normalised per row.
+    ln = np.asarray(inter['LayerNormMLP_0']['LayerNorm_0']['__call__'][0])
+    self.assertEqual(ln.shape, (4, 16))
+    np.testing.assert_allclose(ln.mean(-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(ln.std(-1), 1.0, atol=5e-3)  # eps = 1e-5
+    self.assertIn('LayerNorm_0', _make()[1][1]['params']['LayerNormMLP_0'])
 
+  @_variants
   def test_mixture_shapes_and_init(self):
-    nets, (pp, _) = _make('mixture', num_components=3)
-    for batch in ((4,), (5, 4)):  # [B, O] and [N, B, O]
-      obs = jax.random.normal(jax.random.PRNGKey(1), batch + (_OBS,))
-      dist = nets.policy.apply(pp, obs)
+    nets, (pp, _) = _make('mixture')
+    forward = self.variant(lambda pp, o1, o2: (nets.policy.apply(pp, o1),
+                                               nets.policy.apply(pp, o2)))
+    for dist, batch in zip(forward(pp, *_observations()), ((4,), (5, 4))):
       self.assertIsInstance(dist, dists.MixtureOfGaussians)
       chex.assert_shape(dist.logits, batch + (3,))
       chex.assert_shape([dist.loc, dist.scale], batch + (3, _ACT))
@@ -65,20 +89,6 @@ class PolicyHeadTest(chex.TestCase):
       np.testing.assert_allclose(jax.nn.softmax(dist.logits), 1 / 3, atol=0.01)
       # Distinct component means, so their gradients can differ.
       self.assertGreater(float(jnp.min(jnp.std(dist.loc, axis=-2))), 1e-3)
-      self.assertEqual(dist.sample(jax.random.PRNGKey(2), (6,)).shape,
-                       (6,) + batch + (_ACT,))
-
-  def test_layer_norm_after_first_layer(self):
-    # tanh(LayerNorm(Linear x)) at init: arctanh of the output is normalised.
-    mlp = networks.LayerNormMLP((32,))
-    x = jax.random.normal(jax.random.PRNGKey(3), (5, 7)) * 10.0 + 3.0
-    h = mlp.apply(mlp.init(jax.random.PRNGKey(4), x), x)
-    pre = np.arctanh(np.clip(np.asarray(h, np.float64), -1 + 1e-7, 1 - 1e-7))
-    np.testing.assert_allclose(pre.mean(-1), 0.0, atol=1e-3)
-    np.testing.assert_allclose(pre.std(-1), 1.0, atol=1e-2)
-    _, (pp, cp) = _make()
-    self.assertIn('LayerNorm_0', pp['params']['LayerNormMLP_0'])
-    self.assertIn('LayerNorm_0', cp['params']['LayerNormMLP_0'])
 
   def test_bad_arguments_rejected(self):
     with self.assertRaisesRegex(ValueError, r"'beta'.*'gaussian', 'mixture'"):
@@ -95,11 +105,15 @@ class CriticTest(chex.TestCase):
     obs = jax.random.normal(jax.random.PRNGKey(5), (3, _OBS))
     outside = jnp.array([[2.0, -3.0], [-1.5, 0.7], [0.3, -5.0]])
     clipped = jnp.array([[1.0, -2.0], [-1.0, 0.5], [0.3, -2.0]])
-    q_fn = self.variant(nets.critic.apply)
-    q_out = q_fn(cp, obs, outside)
+
+    @self.variant
+    def q_and_grad(cp, obs, outside, clipped):
+      q_fn = lambda a: nets.critic.apply(cp, obs, a)
+      return q_fn(outside), q_fn(clipped), losses.action_gradient(q_fn, outside)
+
+    q_out, q_clipped, dq_da = q_and_grad(cp, obs, outside, clipped)
     self.assertEqual(q_out.shape, (3,))
-    np.testing.assert_array_equal(q_out, q_fn(cp, obs, clipped))
-    dq_da = losses.action_gradient(lambda a: q_fn(cp, obs, a), outside)
+    np.testing.assert_array_equal(q_out, q_clipped)
     inside = np.array([[False, False], [False, False], [True, False]])
     np.testing.assert_array_equal(np.asarray(dq_da)[~inside], 0.0)
     self.assertNotEqual(float(dq_da[2, 0]), 0.0)
@@ -111,17 +125,20 @@ class CriticTest(chex.TestCase):
     # central differences resolve grad_a Q well.
     cp = jax.tree_util.tree_map(lambda x: x, cp)
     cp['params']['Dense_0']['kernel'] = cp['params']['Dense_0']['kernel'] * 100
-    obs = jax.random.normal(jax.random.PRNGKey(6), (4, _OBS))
-    obs_n = jnp.broadcast_to(obs, (5, 4, _OBS))  # [N, B, O]
+    obs_n = jnp.broadcast_to(_observations()[0], (5, 4, _OBS))  # [N, B, O]
     actions = jax.random.uniform(jax.random.PRNGKey(7), (5, 4, _ACT),
                                  minval=-0.9, maxval=0.4)  # inside the bounds
-    q_fn = jax.jit(lambda a: nets.critic.apply(cp, obs_n, a))  # -> [N, B]
-    dq_da = self.variant(losses.action_gradient, static_argnums=0)(q_fn,
-                                                                   actions)
     h = 1e-2
-    fd = np.stack([(q_fn(actions + h * e) - q_fn(actions - h * e)) / (2 * h)
-                   for e in np.eye(_ACT, dtype=np.float32)], axis=-1)
-    self.assertGreater(float(np.abs(fd).max()), 0.05)
+
+    @self.variant
+    def grad_and_fd(cp, actions):
+      q_fn = lambda a: nets.critic.apply(cp, obs_n, a)  # [N, B, D] -> [N, B]
+      fd = [(q_fn(actions + h * e) - q_fn(actions - h * e)) / (2 * h)
+            for e in jnp.eye(_ACT)]
+      return losses.action_gradient(q_fn, actions), jnp.stack(fd, axis=-1)
+
+    dq_da, fd = grad_and_fd(cp, actions)
+    self.assertGreater(float(jnp.max(jnp.abs(fd))), 0.05)
     np.testing.assert_allclose(dq_da, fd, rtol=1e-2, atol=2e-3)
 
 

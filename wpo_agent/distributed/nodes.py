@@ -27,6 +27,15 @@ from wpo_agent.distributed import control as control_lib
 
 Spec = Dict[str, Any]
 _COUNT_EVERY = 100  # actor steps between counter increments / STOP checks
+# Fault injection for the lifetime tests: WPO_FAULT_INJECT=actor_1@200 makes
+# actor 1 raise after 200 of its steps.
+_FAULT_ENV = 'WPO_FAULT_INJECT'
+
+
+def _fault_step(name: str):
+  spec = os.environ.get(_FAULT_ENV, '')
+  node, _, steps = spec.partition('@')
+  return int(steps or 0) if node == name else None
 
 
 def _config(spec: Spec) -> config_lib.WPOConfig:
@@ -147,6 +156,7 @@ def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
         seed=_derived_seed(spec['seed'], index, resume, 1),
         adder=replay.make_adder(replay_client, config.n_step, config.discount))
     local = counting.Counter(counter, time_delta=1.0)
+    fail_at = _fault_step(name)
     steps = 0
     while not control.stop_requested():
       timestep = env.reset()
@@ -157,6 +167,9 @@ def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
         actor.observe(action, next_timestep=timestep)
         actor.update()
         steps += 1
+        if steps == fail_at:
+          raise RuntimeError(f'injected fault in {name} at step {steps} '
+                             f'({_FAULT_ENV})')
         if steps % _COUNT_EVERY == 0:
           local.increment(actor_steps=_COUNT_EVERY)
           if control.stop_requested():

@@ -202,11 +202,12 @@ def run(run_options: single_process.RunOptions, config: config_lib.WPOConfig,
   except ProgramFailed as e:
     control.request_stop('a node failed')
     terminate_session(launcher)
+    if 'Traceback' in str(e):  # the node recorded its own error
+      raise
     name = str(e).split()[1] if str(e).startswith('node ') else None
-    log_tail = _tail(_node_log(workdir, name)) if name else _tail(
-        launcher_log.name)
-    raise ProgramFailed(f'{e}\n--- last lines of its log ---\n{log_tail}'
-                        ) from None
+    log_path = _node_log(workdir, name) if name else launcher_log.name
+    raise ProgramFailed(f'{e}\n--- last lines of {log_path} ---\n'
+                        f'{_tail(log_path)}') from None
   finally:
     if launcher.poll() is None or _session_processes(launcher.pid):
       terminate_session(launcher)

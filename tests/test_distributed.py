@@ -1,0 +1,127 @@
+"""The real Launchpad program, end to end (local multi-processing, 2 actors).
+
+Three launches, each a few hundred MB of processes on a 2-core machine:
+  1. SIGINT mid-run: exit 0 within 30 s, a checkpoint, no process left;
+  2. resume to the limit: counters continue, learner steps grow, eval rows;
+  3. an actor raises: non-zero exit within 30 s naming it, no process left.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_LOCAL = os.path.join(REPO, 'launch', 'run_local.py')
+TINY = ['--set=policy_layer_sizes=32,32', '--set=critic_layer_sizes=32,32',
+        '--set=batch_size=32', '--set=min_replay_size=200',
+        '--set=samples_per_insert=32', '--set=num_action_samples=4',
+        '--set=variable_update_period=100']
+
+pytestmark = pytest.mark.slow
+
+
+def _launch(workdir, max_steps, extra_env=None):
+  cmd = [sys.executable, RUN_LOCAL, '--domain=cartpole', '--task=swingup',
+         '--config=small', '--num_actors=2', f'--max_actor_steps={max_steps}',
+         '--eval_every=1000', '--eval_episodes=1', f'--workdir={workdir}',
+         '--progress_every=2'] + TINY
+  env = dict(os.environ, MUJOCO_GL='egl', **(extra_env or {}))
+  return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _run_processes(workdir):
+  """Processes of the run: anything whose environment points at its logs."""
+  logs = os.path.join(os.path.abspath(workdir), 'logs')
+  found = []
+  for proc in psutil.process_iter():
+    try:
+      if proc.environ().get('LAUNCHPAD_LOGGING_DIR') == logs:
+        found.append(proc)
+    except (psutil.Error, OSError):
+      continue
+  return found
+
+
+def _progress(workdir):
+  try:
+    with open(os.path.join(workdir, 'control', 'progress.json')) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _wait_for(predicate, timeout, what):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    time.sleep(0.5)
+  raise AssertionError(f'timed out after {timeout} s waiting for {what}')
+
+
+def _eval_rows(workdir):
+  with open(os.path.join(workdir, 'eval.csv')) as f:
+    return list(csv.DictReader(f))
+
+
+def test_stop_resume_and_finish(tmp_path):
+  workdir = str(tmp_path / 'run')
+  proc = _launch(workdir, 1_000_000)
+  try:
+    _wait_for(lambda: _progress(workdir).get('learner_steps', 0) > 0, 240,
+              'the learner to start stepping')
+    proc.send_signal(signal.SIGINT)
+    sent = time.time()
+    out, err = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert time.time() - sent < 30, 'SIGINT took more than 30 s to stop the run'
+  assert proc.returncode == 0, err[-3000:]
+  assert 'stopped early' in out
+  assert os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert not _run_processes(workdir)
+  first = _progress(workdir)
+  first_steps = int(first['actor_steps'])
+  assert first_steps > 0
+
+  # Resume to a limit a little beyond where we stopped.
+  limit = first_steps + 1500
+  proc = _launch(workdir, limit)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert 'finished' in out
+  final = _progress(workdir)
+  assert final['actor_steps'] >= limit
+  assert final['learner_steps'] > first['learner_steps']
+  rows = _eval_rows(workdir)
+  assert rows and int(rows[-1]['actor_steps']) > first_steps
+  assert not _run_processes(workdir)
+
+
+def test_actor_failure_stops_everything(tmp_path):
+  workdir = str(tmp_path / 'run')
+  proc = _launch(workdir, 1_000_000, {'WPO_FAULT_INJECT': 'actor_1@150'})
+  error_file = os.path.join(workdir, 'control', 'nodes', 'actor_1.error')
+  try:
+    _wait_for(lambda: os.path.exists(error_file) or proc.poll() is not None,
+              240, 'the injected actor failure')
+    failed_at = time.time()
+    out, err = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert time.time() - failed_at < 30
+  assert proc.returncode == 1, (out[-2000:], err[-2000:])
+  assert 'node actor_1 failed' in err
+  assert 'injected fault' in err
+  assert 'Traceback' not in err.split('node actor_1 failed')[0]
+  assert not _run_processes(workdir)

@@ -1,0 +1,137 @@
+"""single_process.train on cartpole swingup: outputs, resume, graceful stop."""
+
+import csv
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from wpo_agent import checkpointing
+from wpo_agent import config as config_lib
+from wpo_agent import single_process
+
+
+def tiny_config():
+  # spi 32 = batch 32: one SGD step per actor step once the replay holds 100.
+  return config_lib.make_config(
+      'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
+      min_replay_size=100, max_replay_size=10_000, batch_size=32,
+      samples_per_insert=32.0, num_action_samples=4, prefetch_size=2,
+      variable_update_period=100)
+
+
+def run_options(workdir, max_actor_steps, **kwargs):
+  options = dict(domain='cartpole', task='swingup', seed=0,
+                 workdir=str(workdir), max_actor_steps=max_actor_steps,
+                 eval_every=300, eval_episodes=1, progress_every_s=1e9,
+                 checkpoint_every_s=1e9, tensorboard=True, quiet=True)
+  options.update(kwargs)
+  return single_process.RunOptions(**options)
+
+
+def read_csv(path):
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def test_train_outputs_then_resume(tmp_path):
+  config = tiny_config()
+  summary = single_process.train(run_options(tmp_path, 600), config)
+  assert summary['actor_steps'] == 600
+  assert summary['stopped_early'] is False
+  first_learner_steps = summary['learner_steps']
+  # (600 - 100) inserts after min_replay_size x 32 / 32 samples per step.
+  assert first_learner_steps == 500
+  assert summary['last_eval_return'] is not None
+  assert summary['task'] == 'swingup'
+
+  assert sorted(os.listdir(tmp_path)) == ['checkpoints', 'config.json',
+                                          'eval.csv', 'tb', 'train.csv']
+  evals = read_csv(tmp_path / 'eval.csv')
+  assert [int(r['actor_steps']) for r in evals] == [300, 600]
+  assert set(evals[0]) == {'actor_steps', 'learner_steps', 'eval_return_mean',
+                           'eval_return_std', 'wall_time'}
+  assert int(evals[-1]['learner_steps']) == first_learner_steps
+  train_rows = read_csv(tmp_path / 'train.csv')
+  assert len(train_rows) >= 10
+  assert {'critic_loss', 'learner_steps', 'actor_steps'} <= set(train_rows[0])
+  assert os.listdir(tmp_path / 'tb')  # TensorBoard event dirs
+  assert checkpointing.Checkpointer(str(tmp_path)).latest_step() == 600
+  with open(tmp_path / 'config.json') as f:
+    saved = json.load(f)
+  assert saved['config']['batch_size'] == 32
+  assert saved['run']['max_actor_steps'] == 600
+
+  # Same workdir, a larger budget: resumes and appends.
+  summary = single_process.train(run_options(tmp_path, 1200), config)
+  assert summary['actor_steps'] == 1200
+  # The replay refills to 100 before learning resumes: 500 more steps.
+  assert summary['learner_steps'] == first_learner_steps + 500
+  evals = read_csv(tmp_path / 'eval.csv')
+  assert [int(r['actor_steps']) for r in evals] == [300, 600, 900, 1200]
+  learner_steps = [int(r['learner_steps']) for r in evals]
+  assert learner_steps == sorted(learner_steps)
+  assert learner_steps[2] > first_learner_steps
+  wall = [float(r['wall_time']) for r in evals]
+  assert wall == sorted(wall)  # elapsed time continues across the resume
+  train_steps = [int(r['learner_steps']) for r in read_csv(tmp_path /
+                                                           'train.csv')]
+  assert train_steps == sorted(train_steps)
+  assert train_steps[-1] > first_learner_steps
+  assert checkpointing.Checkpointer(str(tmp_path)).latest_step() == 1200
+
+
+def _sigterm_when_training(workdir, done: threading.Event, timeout=120):
+  """Sends SIGTERM once GracefulStop's handler is installed and learning runs."""
+  deadline = time.time() + timeout
+  safe_handler = signal.getsignal(signal.SIGTERM)
+  while time.time() < deadline and not done.is_set():
+    handler = signal.getsignal(signal.SIGTERM)
+    if (handler is not safe_handler and
+        os.path.exists(os.path.join(workdir, 'train.csv'))):
+      os.kill(os.getpid(), signal.SIGTERM)
+      return
+    time.sleep(0.05)
+
+
+@pytest.fixture
+def sigterm_guard():
+  """A SIGTERM that arrives outside train() must not kill the test process."""
+  received = []
+  previous = signal.signal(signal.SIGTERM, lambda *a: received.append(a))
+  yield received
+  signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_stops_checkpoints_and_resumes(tmp_path, sigterm_guard):
+  config = tiny_config()
+  done = threading.Event()
+  killer = threading.Thread(target=_sigterm_when_training,
+                            args=(str(tmp_path), done), daemon=True)
+  killer.start()
+  try:
+    summary = single_process.train(run_options(tmp_path, 100_000), config)
+  finally:
+    done.set()
+    killer.join()
+  assert not sigterm_guard  # the signal reached train's handler
+  assert summary['stopped_early'] is True
+  stopped_at = summary['actor_steps']
+  stopped_learner_steps = summary['learner_steps']
+  assert 100 < stopped_at < 100_000
+  assert summary['learner_steps'] > 0
+  assert checkpointing.Checkpointer(str(tmp_path)).latest_step() == stopped_at
+  # The handler was restored on exit.
+  assert signal.getsignal(signal.SIGTERM) is not None
+
+  summary = single_process.train(run_options(tmp_path, stopped_at + 200),
+                                 config)
+  assert summary['stopped_early'] is False
+  assert summary['actor_steps'] == stopped_at + 200
+  # 100 refill steps, then 100 more SGD steps.
+  assert summary['learner_steps'] == stopped_learner_steps + 100
+  assert checkpointing.Checkpointer(str(tmp_path)).latest_step() == (
+      stopped_at + 200)
