@@ -67,7 +67,7 @@ class Gaussian(NamedTuple):
     """KL(self || other) for each action dimension, [B, D] (closed form)."""
     var_ratio = jnp.square(self.scale / other.scale)
     mean_term = jnp.square((self.loc - other.loc) / other.scale)
-    return 0.5 * (var_ratio + mean_term - 1.0 + jnp.log(var_ratio))
+    return 0.5 * (var_ratio + mean_term - 1.0 - jnp.log(var_ratio))
 
   def kl(self, other: 'Gaussian') -> Array:
     """KL(self || other), [B]."""
@@ -103,7 +103,7 @@ class MixtureOfGaussians(NamedTuple):
     key_k, key_eps = jax.random.split(key)
     batch_shape = jnp.shape(self.logits)[:-1]
     shape = tuple(sample_shape) + batch_shape
-    k = jax.random.categorical(key_k, 0 * self.logits, shape=shape)  # [*S, B]
+    k = jax.random.categorical(key_k, self.logits, shape=shape)  # [*S, B]
     loc = jnp.take_along_axis(
         jnp.broadcast_to(self.loc, shape + self.loc.shape[-2:]),
         k[..., None, None], axis=-2)[..., 0, :]

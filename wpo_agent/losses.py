@@ -98,7 +98,7 @@ def decoupled_kl(online: Distribution, target: Distribution) -> DecoupledKL:
     w_bar = jax.nn.softmax(target.logits, axis=-1)  # [B, K]
     per_comp = decoupled_kl(dists.Gaussian(online.loc, online.scale),
                             dists.Gaussian(target.loc, target.scale))  # [B,K,D]
-    cat_kl = 0.0 * w_bar[..., 0]
+    cat_kl = jnp.sum(w_bar * (target.log_weights - online.log_weights), -1)
     num_dims = online.loc.shape[-1]
     mean = jnp.sum(w_bar[..., None] * per_comp.mean, axis=-2)
     mean = mean + cat_kl[..., None] / num_dims
@@ -184,7 +184,7 @@ def critic_td_loss(
   if aggregate == 'mean':
     v_t = jnp.mean(q_t_samples, axis=0)
   elif aggregate == 'max':
-    v_t = jnp.mean(q_t_samples, axis=0)
+    v_t = jnp.max(q_t_samples, axis=0)
   else:
     raise ValueError(f'aggregate={aggregate!r}; allowed: {list(AGGREGATES)}')
   target = jax.lax.stop_gradient(r_t + discount_t * v_t)

@@ -1,0 +1,46 @@
+"""Data-parallel learner step with `jax.jit` shardings (no pmap).
+
+The TrainingState is replicated; the batch is split along its B axis over a 1-D
+device mesh named 'data'. Every loss in `losses.py` averages over the batch, so
+XLA inserts the cross-device reductions itself and the result equals the
+single-device step up to float summation order. The same code covers several
+hosts once `jax.distributed.initialize` has made `jax.devices()` global.
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+from wpo_agent import config as config_lib
+from wpo_agent import learning
+from wpo_agent import networks as networks_lib
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()),
+              ('data',))
+
+
+def make_sharded_learner_step(
+    networks: networks_lib.WPONetworks,
+    config: config_lib.WPOConfig,
+    mesh: Mesh,
+) -> Tuple[callable, NamedSharding, NamedSharding]:
+  """Returns (jitted step, state sharding, batch sharding).
+
+  The batch given to the step is [K, B, ...] with B divisible by the number of
+  devices in `mesh`; place it with `jax.device_put(batch, batch_sharding)`.
+  """
+  num_devices = mesh.devices.size
+  if config.batch_size % num_devices:
+    raise ValueError(f'batch_size={config.batch_size} is not divisible by the '
+                     f'{num_devices} devices of the mesh')
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P(None, 'data'))  # split B of [K, B, ...]
+  step = jax.jit(learning.make_learner_step(networks, config),
+                 in_shardings=(replicated, batch_sharding),
+                 out_shardings=(replicated, replicated),
+                 donate_argnums=0)
+  return step, replicated, batch_sharding
