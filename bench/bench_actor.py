@@ -182,17 +182,18 @@ class Domain:
     return acting.WPOActor(self.policy, client, seed=0, adder=adder)
 
   def measure(self, variant, sw=None):
-    """Runs one measurement; returns (steps, seconds)."""
+    """One measurement; returns (steps, wall seconds, process CPU seconds)."""
     env = self.envs.get(variant)
     rep = None
+    c0 = 0.0
     if variant in ('acme', 'ours'):
       rep = Replay(self.spec, self.max_size)
     try:
       if variant == 'raw':
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         steps = run_random(self.raw_env, self.episodes, self.rng)
       elif variant == 'wrapped':
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         steps = run_random(env, self.episodes, self.rng)
       elif variant == 'acme':
         adder = acme_reverb.NStepTransitionAdder(
@@ -202,7 +203,7 @@ class Domain:
         loop = environment_loop.EnvironmentLoop(
             env, RandomActor(self.spec.actions, adder), counter=counter,
             logger=loggers.NoOpLogger())
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loop.run(num_episodes=self.episodes)
         steps = counter.get_counts()['steps']
       else:
@@ -210,9 +211,10 @@ class Domain:
                  if variant == 'ours' else None)
         actor = self._actor(adder)
         actor.select_action(env.reset().observation)  # params to CPU, warm
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         steps = run_actor(env, actor, self.episodes, sw)
       dt = time.perf_counter() - t0
+      cpu = time.process_time() - c0
       if rep is not None:
         adder = actor = loop = None  # noqa: F841  (flush + close writers)
         gc.collect()
@@ -220,7 +222,7 @@ class Domain:
     finally:
       if rep is not None:
         rep.stop()
-    return steps, dt
+    return steps, dt, cpu
 
 
 def main(argv=None):
@@ -235,11 +237,14 @@ def main(argv=None):
   for name in args.domains.split(','):
     dom = Domain(name, args)
     rates = {v: [] for v in variants}
+    cpu_rates = {v: [] for v in variants}
     for _ in range(args.repeats):
       for v in variants:
-        steps, dt = dom.measure(v)
+        steps, dt, cpu = dom.measure(v)
         rates[v].append(steps / dt)
+        cpu_rates[v].append(steps / cpu)
     med = {v: median(r) for v, r in rates.items()}
+    cmed = {v: median(r) for v, r in cpu_rates.items()}
     print(f'\n{name}: obs {dom.spec.observations.shape[0]}  act '
           f'{dom.spec.actions.shape[0]}  {dom.episodes} episodes x '
           f'{args.repeats} repeats per variant  (load avg {load_average()})')
@@ -247,22 +252,27 @@ def main(argv=None):
     rows = []
     for v in variants:
       rows.append([v, med[v], spread(rates[v]), 1e6 / med[v],
-                   med[v] / base if base else float('nan'),
-                   str(dom.items.get(v, [''])[-1])])
+                   med[v] / base if base else float('nan'), cmed[v],
+                   1e6 / cmed[v], str(dom.items.get(v, [''])[-1])])
     print_table(['variant', 'steps/s', 'runs', 'us/step', 'x raw',
-                 'table items'], rows)
-    ratios = {}
-    if 'ours' in med and 'acme' in med:
-      ratios['ours/acme'] = med['ours'] / med['acme']
-    if 'ours' in med and 'raw' in med:
-      ratios['ours/raw'] = med['ours'] / med['raw']
-    if 'ours_noadd' in med and 'raw' in med:
-      ratios['ours_noadd/raw'] = med['ours_noadd'] / med['raw']
-    print('ratios: ' + '  '.join(f'{k} {x:.2f}' for k, x in ratios.items()))
-    drec = {'steps_per_s': med, 'runs': rates, 'ratios': ratios}
+                 'steps/cpu-s', 'cpu-us/step', 'table items'], rows)
+    print('(steps/cpu-s: steps per second of process CPU time, all threads; '
+          'steadier than wall time on a shared machine)')
+    ratios, cpu_ratios = {}, {}
+    for a, b in (('ours', 'acme'), ('ours', 'raw'), ('ours_noadd', 'raw')):
+      if a in med and b in med:
+        ratios[f'{a}/{b}'] = med[a] / med[b]
+        cpu_ratios[f'{a}/{b}'] = cmed[a] / cmed[b]
+    print('ratios (wall): ' + '  '.join(f'{k} {x:.2f}'
+                                       for k, x in ratios.items()))
+    print('ratios (cpu):  ' + '  '.join(f'{k} {x:.2f}'
+                                       for k, x in cpu_ratios.items()))
+    drec = {'steps_per_s': med, 'runs': rates, 'ratios': ratios,
+            'cpu_steps_per_s': cmed, 'cpu_runs': cpu_rates,
+            'cpu_ratios': cpu_ratios}
     if args.breakdown:
       sw = Stopwatch()
-      steps, dt = dom.measure('ours', sw)
+      steps, dt, _ = dom.measure('ours', sw)
       print(f'breakdown of `ours` ({steps} steps, {steps / dt:,.0f} steps/s '
             'with timers):')
       print_table(['piece', 'us/step', '%'],

@@ -95,12 +95,17 @@ def step_flops(obs, act, batch, n, policy, critic):
 
 
 def time_interleaved(variants, window_s, windows):
-  """variants: {name: (fn, units_per_call)} -> {name: [units/s per window]}."""
+  """variants: {name: (fn, units_per_call)} -> (rates, cpu_rates).
+
+  rates[name]: units per wall second, one per window; cpu_rates[name]: units
+  per second of process CPU time (all threads), steadier on a shared machine.
+  """
   rates = {name: [] for name in variants}
+  cpu_rates = {name: [] for name in variants}
   for _ in range(windows):
     for name, (fn, units) in variants.items():
       calls = 0
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       while True:
         fn()
         calls += 1
@@ -108,7 +113,8 @@ def time_interleaved(variants, window_s, windows):
         if dt >= window_s:
           break
       rates[name].append(calls * units / dt)
-  return rates
+      cpu_rates[name].append(calls * units / (time.process_time() - c0))
+  return rates, cpu_rates
 
 
 def random_batch(rng, k, b, obs_dim, act_dim):
@@ -298,35 +304,47 @@ def main(argv=None):
   variants = {f'K={k}': (v, k) for k, v in learners.items()}
   variants['gemm'] = (gemm, gemm_gflop)
   window = args.seconds / (len(variants) * args.windows)
-  rates = time_interleaved(variants, window, args.windows)
+  rates, cpu_rates = time_interleaved(variants, window, args.windows)
   gemm_gflops = median(rates['gemm'])
+  gemm_cpu = median(cpu_rates['gemm'])
 
   print(f'\nGEMM ceiling f32 [5120,512]x[512,512]: {gemm_gflops:.1f} GFLOP/s '
         f'(windows {spread(rates["gemm"])});  '
         f'ceiling updates/s at {flops / 1e9:.2f} GFLOP/step: '
-        f'{gemm_gflops / (flops / 1e9):.1f}')
+        f'{gemm_gflops / (flops / 1e9):.1f};  per CPU-second: '
+        f'{gemm_cpu:.1f} GFLOP/cpu-s')
   rows, record = [], {
       'device': str(jax.devices()[0]), 'backend': jax.default_backend(),
       'args': vars(args), 'step_gflop': flops / 1e9,
-      'gemm_gflops': gemm_gflops, 'ks': {}}
+      'gemm_gflops': gemm_gflops, 'gemm_gflops_per_cpu_s': gemm_cpu,
+      'ks': {}}
   for k, v in learners.items():
     ups = median(rates[f'K={k}'])
     achieved = ups * flops / 1e9
     mem = v.memory
-    rows.append([k, v.compile_s, ups, spread(rates[f'K={k}']), achieved,
-                 achieved / gemm_gflops, v.peak_rss_mb,
+    cpu_ups = median(cpu_rates[f'K={k}'])
+    rows.append([k, v.compile_s, ups, spread(rates[f'K={k}']), cpu_ups,
+                 achieved, achieved / gemm_gflops,
+                 cpu_ups * flops / 1e9 / gemm_cpu, v.peak_rss_mb,
                  mem.get('temp_mb', float('nan')),
                  mem.get('argument_mb', float('nan'))])
     record['ks'][k] = dict(compile_s=v.compile_s, first_call_s=v.first_call_s,
                            updates_per_s=ups, windows=rates[f'K={k}'],
+                           updates_per_cpu_s=median(cpu_rates[f'K={k}']),
                            achieved_gflops=achieved,
                            frac_of_gemm=achieved / gemm_gflops,
+                           frac_of_gemm_cpu=cpu_ups * flops / 1e9 / gemm_cpu,
                            peak_rss_mb_after_setup=v.peak_rss_mb,
                            xla_cost_flops_per_call=v.xla_flops_per_call,
                            memory_analysis=mem)
   print()
-  print_table(['K', 'compile_s', 'updates/s', 'windows', 'GFLOP/s',
-               'frac_gemm', 'peakRSS_MB', 'xla_temp_MB', 'xla_args_MB'], rows)
+  print_table(['K', 'compile_s', 'updates/s', 'windows', 'upd/cpu-s',
+               'GFLOP/s', 'frac_gemm', 'frac_gemm_cpu', 'peakRSS_MB',
+               'xla_temp_MB', 'xla_args_MB'], rows)
+  print('(upd/cpu-s: updates per second of process CPU time, all threads; '
+        'steadier than wall time on a shared CPU box, where wall ~ cores x '
+        'this when idle. frac_gemm*: achieved GFLOP/s over the GEMM ceiling, '
+        'wall and CPU-time based)')
   print(f'(peak RSS is the process peak after compiling and warming that K; '
         f'current RSS {current_rss_mb():.0f} MB)')
   for k, v in learners.items():
@@ -341,29 +359,37 @@ def main(argv=None):
         critic_layer_sizes=args.critic, batch_size=args.batch,
         num_action_samples=args.samples)
     parts = make_parts(nets, cfg, args, rng)
-    parts['full(K=1)'] = (learners[args.ks[0]], args.ks[0])
+    parts['full'] = (learners[args.ks[0]], args.ks[0])
     window = args.parts_seconds / (len(parts) * args.windows)
-    prates = time_interleaved(parts, window, args.windows)
-    full_ms = 1e3 * args.ks[0] / median(prates['full(K=1)'])
-    rows, total = [], 0.0
+    prates, pcpu = time_interleaved(parts, window, args.windows)
+    full_ms = 1e3 * args.ks[0] / median(prates['full'])
+    full_cpu_ms = 1e3 * args.ks[0] / median(pcpu['full'])
+    rows, total, total_cpu = [], 0.0, 0.0
     record['parts'] = {}
     for name in parts:
       if name.startswith('full'):
         continue
       ms = 1e3 / median(prates[name])
+      cpu_ms = 1e3 / median(pcpu[name])
       total += ms
+      total_cpu += cpu_ms
       fl = flop_parts.get(name, 0.0)
       gf = fl / 1e9 / (ms / 1e3) if fl else float('nan')
-      rows.append([name, ms, 100 * ms / full_ms, fl / 1e9, gf])
-      record['parts'][name] = dict(ms=ms, gflop=fl / 1e9, gflops=gf)
-    rows.append(['sum of parts', total, 100 * total / full_ms, flops / 1e9,
+      rows.append([name, ms, 100 * ms / full_ms, cpu_ms,
+                   100 * cpu_ms / full_cpu_ms, fl / 1e9, gf])
+      record['parts'][name] = dict(ms=ms, cpu_ms=cpu_ms, gflop=fl / 1e9,
+                                   gflops=gf)
+    rows.append(['sum of parts', total, 100 * total / full_ms, total_cpu,
+                 100 * total_cpu / full_cpu_ms, flops / 1e9,
                  flops / 1e9 / (total / 1e3)])
-    rows.append([f'full step (K={args.ks[0]})', full_ms, 100.0, flops / 1e9,
-                 flops / 1e9 / (full_ms / 1e3)])
+    rows.append([f'full step (K={args.ks[0]})', full_ms, 100.0, full_cpu_ms,
+                 100.0, flops / 1e9, flops / 1e9 / (full_ms / 1e3)])
     record['parts']['full_ms'] = full_ms
+    record['parts']['full_cpu_ms'] = full_cpu_ms
     print(f'\nParts of one SGD step (medians of {args.windows} interleaved '
           'windows; % of the full step):')
-    print_table(['part', 'ms', '%full', 'GFLOP', 'GFLOP/s'], rows)
+    print_table(['part', 'ms', '%full', 'cpu_ms', '%full_cpu', 'GFLOP',
+                 'GFLOP/s'], rows)
 
   record['peak_rss_mb'] = peak_rss_mb()
   if args.json:

@@ -87,11 +87,6 @@ def init_training_state(networks: networks_lib.WPONetworks,
       key=key_state)
 
 
-def _tile(x: jax.Array, n: int) -> jax.Array:
-  """[B, ...] -> [N, B, ...] without copying semantics the caller must track."""
-  return jnp.broadcast_to(x, (n,) + x.shape)
-
-
 def make_sgd_step(networks: networks_lib.WPONetworks,
                   config: config_lib.WPOConfig
                   ) -> Callable[[TrainingState, Batch], Tuple[TrainingState,
@@ -107,8 +102,9 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
     q_tm1 = critic_apply(critic_params, batch.observation, batch.action)  # [B]
     pi_bar_t = policy_apply(state.target_policy_params, batch.next_observation)
     a_t = pi_bar_t.sample(key, (num_samples,))  # [N, B, D]
-    q_t = critic_apply(state.target_critic_params,
-                       _tile(batch.next_observation, num_samples), a_t)  # [N, B]
+    # The critic broadcasts s_{t+n} [B, O] over the samples a_t [N, B, D].
+    q_t = critic_apply(state.target_critic_params, batch.next_observation,
+                       a_t)  # [N, B]
     loss, target = losses.critic_td_loss(q_tm1, batch.reward, batch.discount,
                                          q_t, config.bootstrap_aggregate)
     return loss, (q_tm1, target)
@@ -145,9 +141,8 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
       obs = jnp.concatenate([obs, batch.next_observation], axis=0)
     pi = policy_apply(state.policy_params, obs)
     actions = jax.lax.stop_gradient(pi.sample(key_policy, (num_samples,)))
-    obs_n = _tile(obs, num_samples)  # [N, B, O]
     dq_da = losses.action_gradient(
-        lambda a: critic_apply(state.critic_params, obs_n, a), actions)
+        lambda a: critic_apply(state.critic_params, obs, a), actions)  # [N,B,D]
     (policy_loss, (loss_wpo, penalty, pi)), (policy_grads, dual_grads) = (
         jax.value_and_grad(policy_loss_fn, argnums=(0, 1), has_aux=True)(
             state.policy_params, state.dual_params, obs, actions, dq_da,

@@ -25,12 +25,27 @@ _head_init = nn.initializers.variance_scaling(1e-4, 'fan_in', 'truncated_normal'
 
 
 class LayerNormMLP(nn.Module):
-  """Linear(h0) -> LayerNorm -> tanh, then (Linear -> ELU) per further layer."""
+  """Linear(h0) -> LayerNorm -> tanh, then (Linear -> ELU) per further layer.
+
+  `inputs` are the parts of one concatenated input, e.g. (obs, action). The
+  first Linear applies the matching row block of its kernel to each part, which
+  equals Linear(concat(parts)) but lets parts broadcast: the critic projects
+  obs [B, O] once instead of once per action sample [N, B, D] (for humanoid
+  that is ~7% of the learner's FLOPs).
+  """
   layer_sizes: Sequence[int]
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
-    x = nn.Dense(self.layer_sizes[0], kernel_init=_torso_init)(x)
+  def __call__(self, *inputs: Array) -> Array:
+    dims = [x.shape[-1] for x in inputs]
+    kernel = self.param('input_kernel', _torso_init,
+                        (sum(dims), self.layer_sizes[0]))
+    x = self.param('input_bias', nn.initializers.zeros,
+                   (self.layer_sizes[0],))
+    offset = 0
+    for part, dim in zip(inputs, dims):
+      x = x + part @ kernel[offset:offset + dim]  # broadcasts across parts
+      offset += dim
     x = nn.LayerNorm(epsilon=1e-5)(x)
     x = jnp.tanh(x)
     for size in self.layer_sizes[1:]:
@@ -96,7 +111,11 @@ class MixturePolicy(nn.Module):
 
 
 class Critic(nn.Module):
-  """Q(s, a): concat(obs, clip(a)) -> LayerNormMLP -> Linear(1); [..., O],[..., D] -> [...]."""
+  """Q(s, a) = Linear(1)(LayerNormMLP(concat(obs, clip(a)))).
+
+  obs [..., O] and action [..., D] broadcast against each other: obs [B, O]
+  with actions [N, B, D] gives Q [N, B].
+  """
   layer_sizes: Sequence[int]
   action_min: Tuple[float, ...]
   action_max: Tuple[float, ...]
@@ -107,8 +126,7 @@ class Critic(nn.Module):
     # so moving the action further out changes nothing.
     action = jnp.clip(action, jnp.asarray(self.action_min),
                       jnp.asarray(self.action_max))
-    x = jnp.concatenate([obs, action], axis=-1)
-    h = LayerNormMLP(self.layer_sizes)(x)
+    h = LayerNormMLP(self.layer_sizes)(obs, action)
     q = nn.Dense(1, kernel_init=nn.initializers.truncated_normal(0.01))(h)
     return q[..., 0]
 

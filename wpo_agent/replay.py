@@ -29,6 +29,7 @@ import reverb
 import tensorflow as tf
 import tree
 
+from wpo_agent import nstep_writer
 from wpo_agent import types
 
 DEFAULT_TABLE = acme_reverb.DEFAULT_PRIORITY_TABLE  # 'priority_table'
@@ -123,13 +124,31 @@ class BootstrapNStepTransitionAdder(acme_reverb.NStepTransitionAdder):
                                              total_discount)
 
 
+ADDER_IMPLEMENTATIONS = ('fast', 'acme')
+
+
 def make_adder(client: reverb.Client,
                n_step: int,
                discount: float,
-               table: str = DEFAULT_TABLE) -> BootstrapNStepTransitionAdder:
-  """n-step transition adder writing into `table` (see module docstring)."""
+               table: str = DEFAULT_TABLE,
+               implementation: str = 'fast'
+              ) -> Union[nstep_writer.NStepTransitionWriter,
+                         BootstrapNStepTransitionAdder]:
+  """n-step transition adder writing into `table` (see module docstring).
+
+  implementation: 'fast' (default): wpo_agent.nstep_writer.
+  NStepTransitionWriter, the same items at a fraction of the cost (flat array
+  observations, no extras); 'acme': BootstrapNStepTransitionAdder (acme's
+  adder, any nesting). Both write the same multiset of items per episode.
+  """
   if n_step < 1:
     raise ValueError(f'n_step must be >= 1, got {n_step}')
+  if implementation == 'fast':
+    return nstep_writer.NStepTransitionWriter(
+        client, n_step=n_step, discount=discount, table=table)
+  if implementation != 'acme':
+    raise ValueError(f'implementation={implementation!r}; allowed: '
+                     f'{list(ADDER_IMPLEMENTATIONS)}')
   return BootstrapNStepTransitionAdder(
       client=client, n_step=n_step, discount=discount,
       priority_fns={table: None})
