@@ -25,12 +25,12 @@ Why it is cheaper than acme's adder:
   - R and D for all open windows are updated together in preallocated numpy
     buffers (5 tiny in-place ops per step);
   - observations/actions are copied once into preallocated ring buffers;
-  - longer chunks (default 16 steps instead of acme's <= n+1) and a bounded
+  - longer chunks (default 32 steps instead of acme's <= n+1) and a bounded
     number of in-flight items checked every `flush_period` items instead of a
     blocking flush(5) after every item.
 Each item is self-contained (s_t and s_{t+k} are both stored in it), so an
-observation is stored twice; acme stores it once but spreads an item over
-chunks of two steps' worth of columns.
+observation is stored twice; acme stores each observation once and its items
+reference cells of up to n+1 steps.
 
 Flow control: at most `max_in_flight_items` (+ flush_period) items are pending
 while an episode runs, so a blocking rate limiter (e.g. samples-per-insert)
@@ -71,9 +71,9 @@ class NStepTransitionWriter(acme_adders_base.Adder):
                table: str,
                *,
                priority: float = 1.0,
-               chunk_length: int = 16,
-               max_in_flight_items: int = 64,
-               flush_period: int = 16,
+               chunk_length: int = 32,
+               max_in_flight_items: int = 128,
+               flush_period: int = 32,
                get_signature_timeout_ms: int = 300_000):
     """Creates the writer; the reverb writer is created on first use.
 
@@ -85,6 +85,9 @@ class NStepTransitionWriter(acme_adders_base.Adder):
         (replay.make_replay_table) with array observations and no extras.
       priority: priority of every item (uniform).
       chunk_length: steps per reverb chunk (each step is one transition).
+        Measured (2 shared cores): 32 and 64 cost the actor ~10% less than 16;
+        learner sampling (batch 256) showed no loss vs acme's items at 16-32
+        and ~10% at 64.
       max_in_flight_items: items allowed unconfirmed by the server before
         the actor blocks (checked every `flush_period` items).
       flush_period: check the in-flight bound every this many items.

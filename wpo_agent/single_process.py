@@ -137,6 +137,7 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   progress = logs.Progress(run.max_actor_steps, config.batch_size)
   session_steps = 0
   session_calls = 0
+  table_filled = False  # this session's table has reached min_replay_size
   start = time.time()
   elapsed0 = counts['elapsed_s']
   last_progress = last_ckpt = start
@@ -179,7 +180,12 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
         ready = session_steps - config.min_replay_size
         owed = int(ready * config.samples_per_insert /
                    (config.batch_size * k)) if ready >= 0 else 0
-        while session_calls < owed:
+        if owed > session_calls and not table_filled:
+          # The adder holds a few items in flight, so the table can still be
+          # below min_replay_size here; sampling now would block this thread
+          # (and so the actor that must insert them) forever.
+          table_filled = replay.num_items(client) >= config.min_replay_size
+        while table_filled and session_calls < owed:
           learner.step()
           session_calls += 1
           counts['learner_calls'] += 1
