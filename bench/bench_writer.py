@@ -2,18 +2,24 @@
 
 Per domain, env steps/s of (suite episodes are 1000 steps; --steps is rounded
 up to whole episodes, resets included in the timing):
-  raw         dm_control suite.load(...) stepped with uniform random actions
-  wrapped     wpo_agent.environments.make_environment, random actions
-  acme_loop   dm-acme 0.4.0 EnvironmentLoop + random actor + acme
-              NStepTransitionAdder(n=5) (the dm-acme baseline)
-  ours_acme   plain loop: WPOActor (policy (256,256,256), VariableClient on a
-              StaticVariableSource) + replay.make_adder(implementation='acme')
-  ours_fast   the same + replay.make_adder() (nstep_writer.NStepTransitionWriter)
-  ours_noadd  the same loop without any writer (policy + env only)
+  raw           dm_control suite.load(...) stepped with uniform random actions
+  wrapped       wpo_agent.environments.make_environment (default: the fused
+                ControlSuiteWrapper), random actions
+  wrapped_acme  the same with wrappers='acme' (dm-acme's wrapper stack)
+  acme_loop     dm-acme 0.4.0 EnvironmentLoop + random actor + acme
+                NStepTransitionAdder(n=5) on the acme-wrapped environment
+                (the dm-acme baseline)
+  ours_acme     plain loop: WPOActor (policy (256,256,256), VariableClient on a
+                StaticVariableSource) + replay.make_adder(implementation='acme'),
+                fused environment
+  ours_fast     the same + replay.make_adder() (nstep_writer.NStepTransitionWriter)
+  ours_fast_acmeenv  ours_fast on the acme-wrapped environment (shows the
+                fused wrapper's share)
+  ours_noadd    ours_fast's loop without any writer (policy + env only)
 Adder variants write into a fresh in-process reverb table
 (replay.make_replay_table, rate_limiter='min_size'). Variants run round-robin,
 --repeats times, in one process; medians are printed with the ratios
-ours_fast/acme_loop and ours_fast/raw. --breakdown times the pieces of the
+ours_fast/acme_loop and ours_fast/raw (and the acme-wrapped counterparts). --breakdown times the pieces of the
 ours_fast loop in one extra pass per domain.
 
   MUJOCO_GL=egl .venv/bin/python bench/bench_writer.py \
@@ -47,9 +53,11 @@ from wpo_agent import environments  # noqa: E402
 from wpo_agent import networks as networks_lib  # noqa: E402
 from wpo_agent import replay  # noqa: E402
 
-VARIANTS = ('raw', 'wrapped', 'acme_loop', 'ours_acme', 'ours_fast',
-            'ours_noadd')
-WRITER_VARIANTS = ('acme_loop', 'ours_acme', 'ours_fast')
+VARIANTS = ('raw', 'wrapped', 'wrapped_acme', 'acme_loop', 'ours_acme',
+            'ours_fast', 'ours_fast_acmeenv', 'ours_noadd')
+WRITER_VARIANTS = ('acme_loop', 'ours_acme', 'ours_fast', 'ours_fast_acmeenv')
+# Variants stepping dm-acme's wrapper stack; the others use the fused wrapper.
+ACME_WRAPPED = ('wrapped_acme', 'acme_loop', 'ours_fast_acmeenv')
 N_STEP, DISCOUNT = 5, 0.99
 
 
@@ -162,8 +170,13 @@ class Domain:
     self.episodes = max(1, math.ceil(args.steps / 1000))
     self.max_size = 2 * self.episodes * 1000 + 100
     self.raw_env = suite.load(domain, task, task_kwargs={'random': 0})
-    self.envs = {v: environments.make_environment(domain, task, seed=i)
-                 for i, v in enumerate(VARIANTS) if v != 'raw'}
+    self.envs = {
+        v: environments.make_environment(
+            domain, task, seed=i,
+            wrappers='acme' if v in ACME_WRAPPED else 'fused')
+        for i, v in enumerate(VARIANTS) if v != 'raw'}
+    assert (self.envs['wrapped'].observation_spec() ==
+            self.envs['wrapped_acme'].observation_spec())
     self.spec = environments.environment_spec(self.envs['wrapped'])
     nets = networks_lib.make_networks_from_spec(
         self.spec, policy_layer_sizes=(256, 256, 256))
@@ -189,7 +202,7 @@ class Domain:
       if variant == 'raw':
         t0 = time.perf_counter()
         steps = run_random(self.raw_env, self.episodes, self.rng)
-      elif variant == 'wrapped':
+      elif variant in ('wrapped', 'wrapped_acme'):
         t0 = time.perf_counter()
         steps = run_random(env, self.episodes, self.rng)
       elif variant == 'acme_loop':
@@ -207,7 +220,7 @@ class Domain:
         if variant == 'ours_acme':
           adder = replay.make_adder(rep.client, N_STEP, DISCOUNT,
                                     implementation='acme')
-        elif variant == 'ours_fast':
+        elif variant in ('ours_fast', 'ours_fast_acmeenv'):
           adder = replay.make_adder(rep.client, N_STEP, DISCOUNT)
         actor = self._actor(adder)
         actor.select_action(env.reset().observation)  # params to CPU
@@ -257,10 +270,18 @@ def main(argv=None):
                  'table items'], rows)
     ratios = {}
     for a, b in (('ours_fast', 'acme_loop'), ('ours_fast', 'raw'),
-                 ('ours_fast', 'ours_acme'), ('ours_noadd', 'raw')):
+                 ('ours_fast_acmeenv', 'acme_loop'),
+                 ('ours_fast_acmeenv', 'raw'), ('ours_fast', 'ours_acme'),
+                 ('ours_noadd', 'raw'), ('wrapped', 'wrapped_acme')):
       if a in med and b in med:
         ratios[f'{a}/{b}'] = med[a] / med[b]
     print('ratios: ' + '  '.join(f'{k} {x:.2f}' for k, x in ratios.items()))
+    if 'raw' in med:
+      over = {v: 1e6 / med[v] - 1e6 / med['raw']
+              for v in ('wrapped', 'wrapped_acme') if v in med}
+      if over:
+        print('wrapper overhead over raw (us/step, medians): ' + '  '.join(
+            f'{v} {x:.1f}' for v, x in over.items()))
     drec = {'steps_per_s': med, 'runs': rates, 'ratios': ratios,
             'items': dom.items}
     if args.breakdown:

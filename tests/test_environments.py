@@ -93,3 +93,123 @@ def test_seed_reproduces_first_observation():
          .reset().observation for s in (7, 7, 8)]
   np.testing.assert_array_equal(obs[0], obs[1])
   assert not np.array_equal(obs[0], obs[2])
+
+
+def _assert_same_spec(a, b):
+  assert type(a) is type(b), (a, b)
+  assert a == b, (a, b)  # shape, dtype, name (+ bounds for BoundedArray)
+  assert repr(a) == repr(b)
+  if isinstance(a, dm_env.specs.BoundedArray):
+    for x, y in ((a.minimum, b.minimum), (a.maximum, b.maximum)):
+      assert np.asarray(x).dtype == np.asarray(y).dtype
+      np.testing.assert_array_equal(x, y)
+
+
+def _assert_same_value(x, y):
+  if x is None or y is None:
+    assert x is None and y is None, (x, y)
+    return
+  assert type(x) is type(y), (type(x), type(y))
+  x, y = np.asarray(x), np.asarray(y)
+  assert x.dtype == y.dtype and x.shape == y.shape, (x.dtype, y.dtype)
+  assert np.array_equal(x, y), (x, y)
+
+
+@pytest.mark.parametrize('domain,task,steps', [
+    ('cartpole', 'swingup', 1000),  # a whole episode, up to LAST
+    ('cheetah', 'run', 300),
+    ('humanoid', 'run', 200),  # scalar field head_height
+    ('manipulator', 'bring_ball', 60),  # 2-D field arm_pos [8, 2]
+    ('fish', 'swim', 60),  # scalar field upright
+    ('quadruped', 'run', 40),  # 0-d ndarray field torso_upright
+])
+def test_fused_wrapper_matches_acme_stack_exactly(domain, task, steps):
+  fused = environments.make_environment(domain, task, seed=11)
+  acme_env = environments.make_environment(domain, task, seed=11,
+                                           wrappers='acme')
+  assert isinstance(fused, environments.ControlSuiteWrapper)
+  assert not isinstance(acme_env, environments.ControlSuiteWrapper)
+  for name in ('observation_spec', 'action_spec', 'reward_spec',
+               'discount_spec'):
+    _assert_same_spec(getattr(fused, name)(), getattr(acme_env, name)())
+  assert environments.environment_spec(fused) == (
+      environments.environment_spec(acme_env))
+  rng = np.random.default_rng(5)
+  act_dim = fused.action_spec().shape[0]
+  saw_last = False
+  for episode in range(2):
+    pair = [fused.reset(), acme_env.reset()]
+    for t in range(steps + 1):
+      a, b = pair
+      assert a.step_type == b.step_type
+      _assert_same_value(a.reward, b.reward)
+      _assert_same_value(a.discount, b.discount)
+      _assert_same_value(a.observation, b.observation)
+      assert a.observation.dtype == np.float32
+      if a.last() or t == steps:
+        saw_last |= a.last()
+        break
+      # Out-of-range actions (clipped), in float32 (our actors) and float64.
+      dtype = np.float32 if (t + episode) % 3 else np.float64
+      action = rng.uniform(-3, 3, act_dim).astype(dtype)
+      copy = action.copy()
+      pair = [fused.step(action), acme_env.step(action.copy())]
+      np.testing.assert_array_equal(action, copy)  # not mutated
+      np.testing.assert_array_equal(  # same control reached the physics
+          fused.physics.data.ctrl, acme_env.physics.data.ctrl)
+  assert saw_last == (steps >= 1000)
+
+
+def test_unknown_wrappers_flag():
+  with pytest.raises(ValueError):
+    environments.make_environment('cartpole', 'swingup', wrappers='gym')
+
+
+class _RecordingEnv(dm_env.Environment):
+  """A suite-like environment that records the action it receives."""
+
+  def __init__(self, minimum, maximum):
+    self._spec = dm_env.specs.BoundedArray(
+        (len(minimum),), np.float64, minimum, maximum, name='action')
+    self.received = None
+
+  def reset(self):
+    return dm_env.restart({'b': np.zeros(2), 'a': np.float64(1.0)})
+
+  def step(self, action):
+    self.received = np.array(action, copy=True)
+    return dm_env.transition(0.5, {'b': np.ones(2), 'a': np.float64(2.0)})
+
+  def observation_spec(self):
+    return {'b': dm_env.specs.Array((2,), np.float64, 'b'),
+            'a': dm_env.specs.Array((), np.float64, 'a')}
+
+  def action_spec(self):
+    return self._spec
+
+
+def test_fused_action_mapping_is_bitwise_acme_on_odd_bounds():
+  """Many actions (incl. +-1, 0, -0, tiny, huge, NaN) on asymmetric bounds."""
+  from acme.wrappers import canonical_spec
+  minimum = np.array([-0.3, 0.0, -2.5, -1e10, -0.8, 1.0 / 3])
+  maximum = np.array([0.7, 3.1, 1e-3, 1e10, 1.1, 2.0 / 3])
+  raw = _RecordingEnv(minimum, maximum)
+  fused = environments.ControlSuiteWrapper(raw)
+  fused.reset()
+  rng = np.random.default_rng(0)
+  special = np.array([-1, 1, 0, -0.0, 1e-30, -1e-30, 1 - 1e-7, -1 + 1e-7,
+                      1e30, -1e30, np.nan, 0.5], np.float64)
+  batches = [rng.uniform(-3, 3, (4000, 6)), rng.uniform(-1, 1, (4000, 6)),
+             rng.choice(special, (500, 6))]
+  for dtype in (np.float32, np.float64):
+    for batch in batches:
+      for action in batch.astype(dtype):
+        want = canonical_spec._scale_nested_action(action, raw.action_spec(),
+                                                   clip=True)
+        fused.step(action)
+        got = raw.received
+        assert got.dtype == want.dtype == dtype
+        assert np.array_equal(got, want, equal_nan=True), (action, got, want)
+  # The toy observation is concatenated in sorted key order: 'a' then 'b'.
+  np.testing.assert_array_equal(fused.step(np.zeros(6)).observation,
+                                np.array([2.0, 1.0, 1.0], np.float32))

@@ -8,16 +8,21 @@
     (the policy is an unbounded Gaussian; replay stores the unclipped action);
   - rewards and discounts: float32 scalars.
 
-Wrappers (dm-acme 0.4.0, innermost first):
-  _FlattenObservationsWrapper (here; only for suites with >1-D observation
-  fields: manipulator, stacker) -> acme ConcatObservationWrapper ->
-  acme CanonicalSpecWrapper(clip=True) -> acme SinglePrecisionWrapper.
+Two interchangeable implementations (`make_environment(..., wrappers=...)`):
+  'fused' (default): ControlSuiteWrapper (here), one wrapper doing all of the
+      above in one pass with precomputed state (~40-50 us/step less than the
+      acme stack on cheetah); bit-for-bit the same observations, rewards,
+      discounts, step types and specs as the acme stack (tested).
+  'acme': the dm-acme 0.4.0 wrapper stack, innermost first:
+      _FlattenObservationsWrapper (here; only for suites with >1-D observation
+      fields: manipulator, stacker) -> acme ConcatObservationWrapper ->
+      acme CanonicalSpecWrapper(clip=True) -> acme SinglePrecisionWrapper.
 """
 
 from typing import Dict, Optional
 
 from acme import specs
-from acme import wrappers
+from acme import wrappers as acme_wrappers
 import dm_env
 from dm_control import suite
 import numpy as np
@@ -79,7 +84,7 @@ def resolve_task(domain: str, task: Optional[str] = None) -> str:
   return task
 
 
-class _FlattenObservationsWrapper(wrappers.EnvironmentWrapper):
+class _FlattenObservationsWrapper(acme_wrappers.EnvironmentWrapper):
   """Ravels every observation field to 1-D.
 
   acme's ConcatObservationWrapper concatenates along axis 0 and so fails on the
@@ -102,15 +107,149 @@ class _FlattenObservationsWrapper(wrappers.EnvironmentWrapper):
     return tree.map_structure(flat, self._environment.observation_spec())
 
 
+def _single_precision_dtype(dtype) -> np.dtype:
+  """The dtype acme's SinglePrecisionWrapper converts `dtype` to."""
+  dtype = np.dtype(dtype)
+  if np.issubdtype(dtype, np.float64):
+    return np.dtype(np.float32)
+  if np.issubdtype(dtype, np.int64):
+    return np.dtype(np.int32)
+  return dtype
+
+
+def _single_precision_spec(spec):
+  if spec.dtype == 'O':
+    return spec
+  return spec.replace(dtype=_single_precision_dtype(spec.dtype))
+
+
+def _single_precision_scalar(value):
+  """SinglePrecisionWrapper's conversion of a reward/discount (None stays)."""
+  if value is None:
+    return None
+  value = np.asarray(value)
+  dtype = _single_precision_dtype(value.dtype)
+  return value if value.dtype == dtype else np.asarray(value, dtype=dtype)
+
+
+_clip = np.core.umath.clip  # the ufunc np.clip dispatches to (no checks)
+
+
+class ControlSuiteWrapper(acme_wrappers.EnvironmentWrapper):
+  """The acme stack Flatten -> Concat -> CanonicalSpec(clip) -> SinglePrecision,
+  fused into one wrapper with precomputed state. Bit-for-bit equivalent:
+
+  observations: the fields of the suite's observation dict in SORTED key order
+      (ConcatObservationWrapper builds a plain dict that tree.flatten sorts),
+      each raveled to 1-D (scalars -> [1], [8, 2] -> [16]), concatenated and
+      cast float64 -> float32 (np.concatenate(..., dtype=float32) rounds each
+      element once, exactly as concatenating in float64 and then casting).
+  actions: exactly CanonicalSpecWrapper(clip=True)'s arithmetic, in the
+      action's own dtype (float32 for our actors): a = clip(action, -1, 1);
+      a = 0.5 * (a + 1); a *= (max - min); a += min (the in-place float64
+      scale/offset round back to the action's dtype, as in acme); the 0.5 is
+      folded into the scale, which is exact (a power-of-two factor).
+  rewards/discounts: 0-d float32 arrays (None at FIRST), as SinglePrecision.
+  specs: identical to the acme stack's (obs BoundedArray 'state' [-inf, inf]
+      float32; actions [-1, 1]^D float32; float32 reward/discount specs).
+  Other attributes (physics, task, ...) forward to the suite environment.
+  """
+
+  def __init__(self, environment: dm_env.Environment):
+    super().__init__(environment)
+    obs_spec = environment.observation_spec()
+    self._keys = tuple(sorted(obs_spec.keys()))  # tree.flatten's dict order
+    # Fields that are not already 1-D are reshaped (C order, like np.ravel).
+    self._reshape = tuple(len(obs_spec[k].shape) != 1 for k in self._keys)
+    self._any_reshape = any(self._reshape)
+    leaf_dtypes = [np.dtype(obs_spec[k].dtype) for k in self._keys]
+    concat_dtype = np.result_type(*leaf_dtypes)
+    self._obs_dtype = _single_precision_dtype(concat_dtype)
+    # One rounding from float64 leaves == concatenate then cast; anything else
+    # takes the two-step path to stay exact.
+    self._direct = all(d == np.float64 for d in leaf_dtypes)
+    size = sum(int(np.prod(obs_spec[k].shape)) for k in self._keys)
+    self._observation_spec = _single_precision_spec(dm_env.specs.BoundedArray(
+        shape=(size,), dtype=concat_dtype, minimum=-np.inf, maximum=np.inf,
+        name='state'))
+
+    act_spec = environment.action_spec()
+    if not isinstance(act_spec, dm_env.specs.BoundedArray):
+      raise TypeError(f'expected a BoundedArray action spec, got {act_spec}')
+    # acme: a = 0.5 * (a + 1); a *= scale. Halving is exact (no under- or
+    # overflow here), so f64(0.5 * t) * scale == f64(t) * (0.5 * scale)
+    # bitwise: one ufunc less.
+    self._half_scale = 0.5 * (act_spec.maximum - act_spec.minimum)
+    self._offset = act_spec.minimum
+    self._action_spec = _single_precision_spec(act_spec.replace(
+        minimum=-np.ones(act_spec.shape), maximum=np.ones(act_spec.shape)))
+    self._reward_spec = tree.map_structure(_single_precision_spec,
+                                           environment.reward_spec())
+    self._discount_spec = tree.map_structure(_single_precision_spec,
+                                             environment.discount_spec())
+
+  def _observation(self, observation) -> np.ndarray:
+    if self._any_reshape:
+      leaves = [observation[k].reshape(-1) if r else observation[k]
+                for k, r in zip(self._keys, self._reshape)]
+    else:
+      leaves = [observation[k] for k in self._keys]
+    if self._direct:
+      return np.concatenate(leaves, dtype=self._obs_dtype)
+    return np.asarray(np.concatenate(leaves), dtype=self._obs_dtype)
+
+  def _timestep(self, ts: dm_env.TimeStep) -> dm_env.TimeStep:
+    reward, discount = ts.reward, ts.discount
+    # The suite gives Python floats or np.float64 (float subclasses): fast path.
+    if isinstance(reward, float):
+      reward = np.array(reward, dtype=np.float32)
+    elif reward is not None:
+      reward = _single_precision_scalar(reward)
+    if isinstance(discount, float):
+      discount = np.array(discount, dtype=np.float32)
+    elif discount is not None:
+      discount = _single_precision_scalar(discount)
+    return dm_env.TimeStep(ts.step_type, reward, discount,
+                           self._observation(ts.observation))
+
+  def reset(self) -> dm_env.TimeStep:
+    return self._timestep(self._environment.reset())
+
+  def step(self, action) -> dm_env.TimeStep:
+    a = _clip(action, -1.0, 1.0)  # a new array in the action's dtype
+    np.add(a, 1.0, out=a)  # rounds in the action's dtype, as acme
+    np.multiply(a, self._half_scale, out=a)  # in float64, stored back
+    np.add(a, self._offset, out=a)
+    return self._timestep(self._environment.step(a))
+
+  def observation_spec(self):
+    return self._observation_spec
+
+  def action_spec(self):
+    return self._action_spec
+
+  def reward_spec(self):
+    return self._reward_spec
+
+  def discount_spec(self):
+    return self._discount_spec
+
+
+WRAPPERS = ('fused', 'acme')
+
+
 def make_environment(domain: str,
                      task: Optional[str] = None,
-                     seed: Optional[int] = None) -> dm_env.Environment:
+                     seed: Optional[int] = None,
+                     wrappers: str = 'fused') -> dm_env.Environment:
   """Loads suite `domain`/`task` (default task: DEFAULT_TASKS) and wraps it.
 
   Args:
     domain: a dm_control.suite domain, e.g. 'cartpole', 'humanoid'.
     task: a task of that domain; None picks DEFAULT_TASKS[domain].
     seed: seeds the task's RandomState (initial states); None is random.
+    wrappers: 'fused' (ControlSuiteWrapper, fast) or 'acme' (dm-acme's
+      wrapper stack); both give bit-identical timesteps and specs.
 
   Returns:
     An environment with flat float32 observations [O] and [-1, 1]^D actions
@@ -118,14 +257,24 @@ def make_environment(domain: str,
 
   Raises:
     UnknownTaskError (a ValueError): unknown domain or task; lists the options.
+    ValueError: unknown `wrappers`.
   """
+  if wrappers not in WRAPPERS:
+    raise ValueError(f'wrappers must be one of {WRAPPERS}, got {wrappers!r}')
   task = resolve_task(domain, task)
   env = suite.load(domain, task, task_kwargs={'random': seed})
+  if wrappers == 'fused':
+    return ControlSuiteWrapper(env)
+  return _acme_wrap(env)
+
+
+def _acme_wrap(env: dm_env.Environment) -> dm_env.Environment:
+  """dm-acme's wrapper stack (the reference ControlSuiteWrapper matches)."""
   if any(len(s.shape) > 1 for s in tree.flatten(env.observation_spec())):
     env = _FlattenObservationsWrapper(env)
-  env = wrappers.ConcatObservationWrapper(env)
-  env = wrappers.CanonicalSpecWrapper(env, clip=True)
-  env = wrappers.SinglePrecisionWrapper(env)
+  env = acme_wrappers.ConcatObservationWrapper(env)
+  env = acme_wrappers.CanonicalSpecWrapper(env, clip=True)
+  env = acme_wrappers.SinglePrecisionWrapper(env)
   return env
 
 
