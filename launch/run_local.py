@@ -11,6 +11,8 @@ Running again with the same --workdir resumes from its latest checkpoint.
 Ctrl-C / SIGTERM checkpoints and exits 0.
 """
 
+import contextlib
+import io
 import os
 import sys
 
@@ -22,7 +24,10 @@ from absl import flags
 from absl import logging
 
 from wpo_agent import config as config_lib
-from wpo_agent import environments
+# acme imports gym, which prints a 4-line deprecation notice to stderr; keep
+# stderr for our own messages (a bad flag must read as one `error:` line).
+with contextlib.redirect_stderr(io.StringIO()):
+  from wpo_agent import environments
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('domain', 'humanoid', 'Control Suite domain.')
@@ -113,9 +118,18 @@ def print_summary(summary) -> None:
         flush=True)
 
 
+def parse_flags(argv):
+  """absl's parser, but a bad flag is one `error:` line and exit code 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
 def run():
   try:
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
   except (UsageError, config_lib.ConfigError, environments.UnknownTaskError,
           flags.Error) as e:
     print(f'error: {e}', file=sys.stderr)

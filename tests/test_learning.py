@@ -102,6 +102,15 @@ def setup(config, seed=0):
   return networks, state, step
 
 
+class ListLogger:
+
+  def __init__(self):
+    self.rows = []
+
+  def write(self, row):
+    self.rows.append(dict(row))
+
+
 def assert_finite(metrics):
   for name, value in metrics.items():
     assert np.all(np.isfinite(np.asarray(value))), (name, value)
@@ -111,7 +120,7 @@ FAMILIES = {'gaussian': dict(),
             'mixture': dict(policy_family='mixture', num_components=3)}
 
 
-@pytest.mark.parametrize('family,steps,factor', [('gaussian', 300, 0.2),
+@pytest.mark.parametrize('family,steps,factor', [('gaussian', 200, 0.2),
                                                  ('mixture', 150, 0.5)])
 def test_critic_td_loss_drops_on_fake_data(family, steps, factor):
   """discount 0: the TD target is the reward, a fixed regression problem."""
@@ -163,14 +172,21 @@ def test_target_networks_copied_exactly_every_period():
 
 
 def test_fused_steps_equal_sequential_steps():
+  """WPOLearner with K = 4 (make_learner_step on [4, B] batches, lax.scan)."""
   k = 4
-  config = make_config(sgd_steps_per_learner_step=k)  # a copy at step 3
+  config = make_config(sgd_steps_per_learner_step=k)  # copies at steps 3, 6
   networks, state0, step = setup(config)
   data = fake_dataset(512, discount=0.9)
-  batch_list = list(batches(data, k))
-
-  fused = jax.jit(learning.make_learner_step(networks, config))
-  state_fused, metrics_fused = fused(state0, stack(batch_list))
+  batch_list = list(batches(data, 2 * k))
+  logger = ListLogger()
+  learner = learner_lib.WPOLearner(
+      networks, config, iter([stack(batch_list[:k]), stack(batch_list[k:])]),
+      jax.random.PRNGKey(0), logger=logger, log_every=2)
+  assert leaves_equal(learner.save(), state0)  # same init as setup()
+  learner.step()
+  assert learner.sgd_steps == int(learner.state.steps) == k
+  metrics_fused = learner.step()
+  state_fused = learner.save()
 
   state_seq = state0
   seq_metrics = []
@@ -178,13 +194,18 @@ def test_fused_steps_equal_sequential_steps():
     state_seq, metrics = step(state_seq, batch)
     seq_metrics.append(metrics)
 
-  assert int(state_fused.steps) == int(state_seq.steps) == k
+  assert learner.sgd_steps == int(state_fused.steps) == int(state_seq.steps)
   np.testing.assert_array_equal(state_fused.key, state_seq.key)
-  chex_close = functools.partial(np.testing.assert_allclose, rtol=1e-5,
-                                 atol=1e-6)
-  jax.tree.map(chex_close, state_fused, state_seq)
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+  jax.tree.map(close, state_fused, state_seq)
+  # Metrics are the mean over the call's K steps (here steps 5-8).
   for name, value in metrics_fused.items():
-    chex_close(value, np.mean([m[name] for m in seq_metrics]), err_msg=name)
+    close(value, np.mean([m[name] for m in seq_metrics[k:]]), err_msg=name)
+  assert [row['learner_steps'] for row in logger.rows] == [2 * k]
+  # The served policy is the target copied at step 6, not the online one.
+  [served] = learner.get_variables(['policy'])
+  assert leaves_equal(served, state_fused.target_policy_params)
+  assert no_leaf_equal(served, state_fused.policy_params)
 
 
 HARD = dict(kl_constraint='hard', weight_decay=1e-4)
@@ -271,31 +292,6 @@ def batch_iterator(k, seed=0):
       yield next(it)
     else:
       yield stack([next(it) for _ in range(k)])
-
-
-class ListLogger:
-
-  def __init__(self):
-    self.rows = []
-
-  def write(self, row):
-    self.rows.append(dict(row))
-
-
-def test_wpo_learner_k2_steps():
-  config = make_config(sgd_steps_per_learner_step=2)
-  logger = ListLogger()
-  learner = learner_lib.WPOLearner(make_networks(config), config,
-                                   batch_iterator(2), jax.random.PRNGKey(0),
-                                   logger=logger, log_every=2)
-  for call in range(1, 4):
-    metrics = learner.step()
-    assert learner.sgd_steps == int(learner.state.steps) == 2 * call
-    assert_finite(metrics)
-  assert [row['learner_steps'] for row in logger.rows] == [4]
-  # Steps 1-6 with period 3: the served policy is the copy made at step 6.
-  [served] = learner.get_variables(['policy'])
-  assert leaves_equal(served, learner.state.policy_params)
 
 
 def test_wpo_learner_k1():

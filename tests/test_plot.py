@@ -50,26 +50,37 @@ def test_labels(runs):
 
 def test_summary_table_nearest_row_at_or_before(runs):
   a, b, c = runs
-  table = plot.summary_table([a, b, c], [999, 1000, 2500, 10_000])
+  table = plot.summary_table([a, b, c], [999, 1000, 2500, 3000, 10_000])
   assert table['cartpole-swingup-seed0'] == {999: None, 1000: 10.0,
-                                             2500: 50.0, 10_000: 120.0}
+                                             2500: 50.0, 3000: 120.0,
+                                             10_000: None}
   assert table['cartpole-swingup-seed1'] == {999: None, 1000: None,
-                                             2500: 20.0, 10_000: 300.0}
-  assert table['plain_dir'] == {999: 1.0, 1000: 1.0, 2500: 1.0, 10_000: 1.0}
+                                             2500: 20.0, 3000: 300.0,
+                                             10_000: None}
+  # A run that has not reached a step count has no value there.
+  assert table['plain_dir'] == {999: None, 1000: None, 2500: None, 3000: None,
+                                10_000: None}
+  assert plot.summary_table([c], [500])['plain_dir'] == {500: 1.0}
   text = plot.format_markdown_table(table)
   lines = text.splitlines()
   assert lines[0] == ('| run | actor_steps=999 | actor_steps=1000 | '
-                      'actor_steps=2500 | actor_steps=10000 |')
-  assert lines[2] == '| cartpole-swingup-seed0 | - | 10.0 | 50.0 | 120.0 |'
+                      'actor_steps=2500 | actor_steps=3000 | '
+                      'actor_steps=10000 |')
+  assert lines[2] == ('| cartpole-swingup-seed0 | - | 10.0 | 50.0 | 120.0 '
+                      '| - |')
   assert len(lines) == 5
 
 
 def test_duplicate_labels_are_disambiguated(tmp_path):
-  a = make_run(tmp_path, 'first', [(1000, 1.0)], seed=0)
-  b = make_run(tmp_path, 'second', [(1000, 2.0)], seed=0)
-  table = plot.summary_table([a, b], [1000])
-  assert len(table) == 2
-  assert [row[1000] for row in table.values()] == [1.0, 2.0]
+  dirs = [make_run(tmp_path, name, [(1000, value)], seed=0)
+          for name, value in (('first', 1.0), ('second', 2.0), ('third', 3.0))]
+  dirs.append(make_run(tmp_path, 'other', [(1000, 4.0)], seed=1))
+  table = plot.summary_table(dirs, [1000])
+  assert list(table) == ['cartpole-swingup-seed0 (first)',
+                         'cartpole-swingup-seed0 (second)',
+                         'cartpole-swingup-seed0 (third)',
+                         'cartpole-swingup-seed1']
+  assert [row[1000] for row in table.values()] == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_plot_writes_png(runs, tmp_path):

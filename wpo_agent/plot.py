@@ -9,8 +9,8 @@ learner_steps, eval_return_mean, eval_return_std, wall_time). One line per run,
 labelled `domain-task-seedN` from the run's config.json (else the directory
 name), with a +-std band when the metric has a `_mean`/`_std` pair. `--table`
 prints a markdown table of the metric at fixed actor-step counts (the latest
-eval row at or before each count). Bad inputs give a one-line `error:` on stderr
-and exit code 2.
+eval row at or before each count; '-' where a run has not reached it). Bad
+inputs give a one-line `error:` on stderr and exit code 2.
 """
 
 import argparse
@@ -73,10 +73,9 @@ def run_label(run_dir: str) -> str:
 def _unique_labels(run_dirs: Sequence[str]) -> List[str]:
   """Run labels; duplicates (same domain/task/seed) fall back to dir names."""
   labels = [run_label(d) for d in run_dirs]
-  for i, label in enumerate(labels):
-    if labels.count(label) > 1:
-      labels[i] = f'{label} ({os.path.basename(os.path.normpath(run_dirs[i]))})'
-  return labels
+  return [f'{label} ({os.path.basename(os.path.normpath(d))})'
+          if labels.count(label) > 1 else label
+          for label, d in zip(labels, run_dirs)]
 
 
 def _column(columns: Dict[str, List[float]], name: str, run_dir: str):
@@ -89,7 +88,13 @@ def _column(columns: Dict[str, List[float]], name: str, run_dir: str):
 def value_at(columns: Dict[str, List[float]], step: float,
              metric: str = 'eval_return_mean',
              x: str = 'actor_steps') -> Optional[float]:
-  """`metric` of the latest row with `x` <= step (None if there is none)."""
+  """`metric` of the latest row with `x` <= step.
+
+  None if there is no such row, or if the run has not reached `step` (its last
+  row has `x` < step): a run that ended early has no value there.
+  """
+  if not columns[x] or max(columns[x]) < step:
+    return None
   best = None
   for xv, yv in zip(columns[x], columns[metric]):
     if xv <= step and (best is None or xv >= best[0]):
@@ -102,7 +107,7 @@ def summary_table(run_dirs: Sequence[str], at_steps: Sequence[int],
                   x: str = 'actor_steps') -> Dict[str, Dict[int, Optional[float]]]:
   """{run label: {step: metric at the latest eval row at or before step}}.
 
-  A step before a run's first evaluation maps to None.
+  A step before a run's first evaluation or after its last one maps to None.
   """
   table = {}
   for run_dir, label in zip(run_dirs, _unique_labels(run_dirs)):
@@ -137,7 +142,10 @@ def plot_runs(run_dirs: Sequence[str], out: str,
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+  many = len(run_dirs) > 6
+  fig, ax = plt.subplots(figsize=(11 if many else 8, 5), dpi=100)
+  if len(run_dirs) > 10:  # the default cycle repeats after 10 colours
+    ax.set_prop_cycle(color=plt.get_cmap('tab20').colors)
   std_name = metric[:-len('_mean')] + '_std' if metric.endswith('_mean') else None
   for columns, label in zip(data, _unique_labels(run_dirs)):
     xs = np.asarray(columns[x])
@@ -152,7 +160,10 @@ def plot_runs(run_dirs: Sequence[str], out: str,
   ax.set_ylabel(metric.replace('_', ' '))
   ax.set_title(title or (f'{metric} vs {x}'))
   ax.grid(True, alpha=0.3)
-  ax.legend(loc='best', fontsize='small')
+  if many:  # outside the axes, so that it hides no curve
+    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1), fontsize='small')
+  else:
+    ax.legend(loc='best', fontsize='small')
   ax.ticklabel_format(axis='x', style='sci', scilimits=(0, 4))
   fig.tight_layout()
   out_dir = os.path.dirname(os.path.abspath(out))

@@ -209,6 +209,10 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
                    counts['actor_steps'] >= counts['next_eval'])
   save()
   checkpointer.close()
+  # Close the writer while the server still runs: closing it later (when it
+  # is garbage collected) waits out a 10 s flush timeout on a stopped server.
+  if hasattr(adder, 'close'):
+    adder.close()
   server.stop()
   summary = dict(domain=run.domain, task=task,
                  actor_steps=counts['actor_steps'],

@@ -1,0 +1,76 @@
+"""launch/run_local.py as a user runs it: one-line flag errors and a short run.
+
+Each case is a subprocess (about a second each); test_config.py covers the
+validation rules in full.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, 'launch', 'run_local.py')
+
+
+def run_local(*args, timeout=120, cwd=None):
+  env = dict(os.environ, MUJOCO_GL='egl')
+  return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd or REPO,
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.mark.parametrize('args,fragments', [
+    (['--domain=nope'], ["'nope'", 'cartpole', 'humanoid', 'walker']),
+    (['--domain=cartpole', '--task=nope'], ["'nope'", 'swingup', 'balance']),
+    (['--config=nope'], ["'nope'", 'acme', 'paper', 'small']),
+    (['--set', 'batchsize=3'], ['batchsize', 'batch_size']),
+    (['--set', 'batch_size=abc'], ['batch_size', "'abc'"]),
+    (['--set', 'bootstrap_aggregate=median'], ['bootstrap_aggregate',
+                                               "'median'", 'max']),
+    (['--set', 'batch_size=0'], ['batch_size=0']),
+    (['--set', 'nofield'], ['FIELD=VALUE']),
+    (['--max_actor_steps=0'], ['--max_actor_steps=0', '>= 1']),
+    (['--eval_episodes=0'], ['--eval_episodes=0']),
+    (['stray_argument'], ['stray_argument']),
+    (['--max_actor_steps=abc'], ['--max_actor_steps=abc']),  # absl parsing
+    (['--domian=cartpole'], ['domian', 'domain']),
+], ids=['domain', 'task', 'config', 'set-field', 'set-type', 'set-choice',
+        'set-range', 'set-syntax', 'max-actor-steps', 'eval-episodes',
+        'positional', 'flag-type', 'unknown-flag'])
+def test_bad_flags_give_one_line(tmp_path, args, fragments):
+  proc = run_local('--single_process', f'--workdir={tmp_path / "run"}', *args)
+  assert proc.returncode == 2, proc.stderr
+  assert 'Traceback' not in proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  assert lines[0].startswith('error: ')
+  for fragment in fragments:
+    assert fragment in lines[0]
+  assert not os.path.exists(tmp_path / 'run')  # nothing written
+
+
+def test_short_single_process_run(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = run_local(
+      '--domain=cartpole', '--task=swingup', '--single_process',
+      '--config=small', '--max_actor_steps=300', '--eval_every=300',
+      '--eval_episodes=1', '--progress_every=0.2', f'--workdir={workdir}',
+      '--set', 'policy_layer_sizes=16,16', '--set', 'critic_layer_sizes=16,16',
+      '--set', 'min_replay_size=100', '--set', 'batch_size=32',
+      '--set', 'samples_per_insert=32', '--set', 'num_action_samples=4',
+      timeout=240)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert 'Traceback' not in proc.stderr
+  out = proc.stdout
+  assert 'Training WPO on cartpole-swingup to 300 actor steps' in out
+  progress = [l for l in out.splitlines() if l.startswith('actor_steps ')]
+  assert progress, out
+  assert all('| env ' in l and '| ETA ' in l for l in progress)
+  assert ('finished: cartpole-swingup, 300 actor steps, 200 learner steps'
+          in out)
+  assert f'{workdir}/eval.csv' in out
+  assert 'python -m wpo_agent.plot' in out
+  assert (workdir / 'eval.csv').exists()
+  assert (workdir / 'checkpoints').is_dir()
