@@ -3,7 +3,7 @@
 Launches `launch/run_local.py` (local multi-processing) and reads the counter
 snapshot the step limiter writes to `<workdir>/control/progress.json`.
 
-  scaling: 1 vs 2 actors with the learner throttled by a tiny samples-per-insert
+  scaling: 1 vs 2 actors with the learner throttled by a tiny samples-per-insert (0.05)
            (it needs one SGD step per `batch_size / spi` inserts, so it mostly
            sleeps on the rate limiter); reports aggregate actor steps/s.
   ratio:   the learner is the bottleneck (spi = 32, batch 32, small networks);
@@ -75,19 +75,25 @@ def main():
   parser.add_argument('--warmup', type=float, default=15.0)
   parser.add_argument('--domain', default='cheetah')
   parser.add_argument('--task', default='run')
+  parser.add_argument('--skip-scaling', action='store_true')
   parser.add_argument('--json', action='store_true')
   args = parser.parse_args()
 
   results = {}
-  for n in (1, 2):
-    rate, _ = measure(n, spi=0.5, batch=32, seconds=args.seconds,
+  if args.skip_scaling:
+    n_list = ()
+  else:
+    n_list = (1, 2)
+  for n in n_list:
+    rate, _ = measure(n, spi=0.05, batch=32, seconds=args.seconds,
                       warmup_s=args.warmup, domain=args.domain, task=args.task)
     results[f'actors_{n}_steps_per_s'] = rate
-    print(f'{n} actor(s), learner throttled (spi 0.5): {rate:.0f} actor '
+    print(f'{n} actor(s), learner throttled (spi 0.05): {rate:.0f} actor '
           'steps/s', flush=True)
-  results['scaling_2_vs_1'] = (results['actors_2_steps_per_s'] /
-                               results['actors_1_steps_per_s'])
-  print(f'scaling 2 vs 1 actors: {results["scaling_2_vs_1"]:.2f}x')
+  if n_list:
+    results['scaling_2_vs_1'] = (results['actors_2_steps_per_s'] /
+                                 results['actors_1_steps_per_s'])
+    print(f'scaling 2 vs 1 actors: {results["scaling_2_vs_1"]:.2f}x')
 
   rate, spi = measure(2, spi=32.0, batch=32, seconds=args.seconds,
                       warmup_s=args.warmup, domain=args.domain, task=args.task)
