@@ -27,7 +27,8 @@ run: venv
 
 bench: venv
 	$(PY) bench/bench_learner.py
-	$(PY) bench/bench_actor.py
+	$(PY) bench/bench_writer.py
+	$(PY) bench/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
