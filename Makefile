@@ -14,10 +14,10 @@ $(VENV)/.installed: requirements.txt setup.py
 	@bash scripts/make_venv.sh "$(VENV)"
 
 test: venv
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=15
 
 test-fast: venv
-	$(PY) -m pytest tests -q -m "not slow"
+	$(PY) -m pytest tests -q -m "not slow" --durations=15
 
 # A short real distributed run: replay, learner, 2 actors, evaluator (a few minutes).
 run: venv
