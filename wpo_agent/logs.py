@@ -3,10 +3,11 @@
 CSVs are appended to (never truncated) so a resumed run continues the same files.
 """
 
+import collections
 import csv
 import os
 import time
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Deque, Mapping, Optional, Sequence, Tuple
 
 
 class CSVLogger:
@@ -99,29 +100,34 @@ def _duration(seconds: float) -> str:
 class Progress:
   """Formats the periodic progress line from cumulative counts.
 
-  Rates and the realised samples-per-insert are measured between consecutive
-  lines (so the fill-up phase before learning does not dilute them); the ETA
-  uses the actor-step rate.
+  Rates and the realised samples-per-insert are measured over a sliding window
+  of the last `window_s` seconds of lines: long enough to smooth the block-wise
+  counter updates of distributed actors, short enough to exclude the fill-up
+  phase before learning. The ETA uses the actor-step rate.
   """
 
-  def __init__(self, max_actor_steps: int, batch_size: int):
+  def __init__(self, max_actor_steps: int, batch_size: int,
+               window_s: float = 30.0):
     self._max = max_actor_steps
     self._batch = batch_size
-    self._last: Optional[Dict[str, float]] = None
+    self._window_s = window_s
+    self._history: Deque[Tuple[float, int, int, int]] = collections.deque()
 
   def line(self, actor_steps: int, learner_steps: int, inserts: int,
            last_eval: Optional[float]) -> str:
     """learner_steps counts SGD steps; inserts counts replay insertions."""
     now = time.time()
+    # Keep exactly one sample older than the window as the reference point.
+    while len(self._history) > 1 and now - self._history[1][0] >= self._window_s:
+      self._history.popleft()
     env_rate = upd_rate = spi = 0.0
-    if self._last is not None and now > self._last['t']:
-      dt = now - self._last['t']
-      env_rate = (actor_steps - self._last['a']) / dt
-      upd_rate = (learner_steps - self._last['l']) / dt
-      new_inserts = inserts - self._last['i']
-      if new_inserts > 0:
-        spi = (learner_steps - self._last['l']) * self._batch / new_inserts
-    self._last = dict(t=now, a=actor_steps, l=learner_steps, i=inserts)
+    if self._history and now > self._history[0][0]:
+      t0, a0, l0, i0 = self._history[0]
+      env_rate = (actor_steps - a0) / (now - t0)
+      upd_rate = (learner_steps - l0) / (now - t0)
+      if inserts > i0:
+        spi = (learner_steps - l0) * self._batch / (inserts - i0)
+    self._history.append((now, actor_steps, learner_steps, inserts))
     eta = (self._max - actor_steps) / env_rate if env_rate > 0 else float('inf')
     ev = f'{last_eval:.1f}' if last_eval is not None else '-'
     return (f'actor_steps {_si(actor_steps)}/{_si(self._max)} | '
