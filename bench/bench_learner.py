@@ -52,6 +52,9 @@ def parse_args(argv=None):
   p.add_argument('--critic', type=_ints, default=(512, 512, 256))
   p.add_argument('--ks', type=_ints, default=(1, 8),
                  help='SGD steps fused per call (lax.scan)')
+  p.add_argument('--chunks', type=_ints, default=(0,),
+                 help='action_samples_per_chunk values to compare (0 = auto; '
+                 'N = all samples at once)')
   p.add_argument('--seconds', type=float, default=20.0,
                  help='total timing budget of the main (K) measurement')
   p.add_argument('--windows', type=int, default=5,
@@ -214,7 +217,7 @@ def make_parts(nets, cfg, args, rng):
   def bootstrap(tp, tc, next_obs, r, d, key):
     pi_bar = policy_apply(tp, next_obs)
     a = pi_bar.sample(key, (n,))
-    q = critic_apply(tc, jnp.broadcast_to(next_obs, (n,) + next_obs.shape), a)
+    q = critic_apply(tc, next_obs, a)  # [N, B]: next_obs broadcasts
     return r + d * jnp.mean(q, axis=0)
 
   @jax.jit
@@ -224,11 +227,12 @@ def make_parts(nets, cfg, args, rng):
       return 0.5 * jnp.mean(jnp.square(target - q))
     return jax.value_and_grad(loss)(cp)
 
+  chunk = learning.resolve_samples_per_chunk(cfg)
+
   @jax.jit
   def dq_da(cp, obs, actions):
-    obs_n = jnp.broadcast_to(obs, (n,) + obs.shape)
-    return losses.action_gradient(lambda a: critic_apply(cp, obs_n, a),
-                                  actions)
+    return losses.action_gradient(lambda a: critic_apply(cp, obs, a), actions,
+                                  chunk)
 
   @jax.jit
   def policy_grad(pp, duals, tp, obs, actions, dq):
@@ -294,14 +298,18 @@ def main(argv=None):
   rng = np.random.default_rng(0)
   learners = {}
   for k in args.ks:
-    cfg = config_lib.make_config(
-        'acme', policy_layer_sizes=args.policy,
-        critic_layer_sizes=args.critic, batch_size=args.batch,
-        num_action_samples=args.samples, sgd_steps_per_learner_step=k)
-    learners[k] = LearnerVariant(nets, cfg, k, args, rng)
+    for c in args.chunks:
+      cfg = config_lib.make_config(
+          'acme', policy_layer_sizes=args.policy,
+          critic_layer_sizes=args.critic, batch_size=args.batch,
+          num_action_samples=args.samples, sgd_steps_per_learner_step=k,
+          action_samples_per_chunk=c)
+      name = f'K={k}' + (f' c={learning.resolve_samples_per_chunk(cfg)}'
+                         if len(args.chunks) > 1 else '')
+      learners[name] = LearnerVariant(nets, cfg, k, args, rng)
   gemm, gemm_gflop = make_gemm()
 
-  variants = {f'K={k}': (v, k) for k, v in learners.items()}
+  variants = {name: (v, v.k) for name, v in learners.items()}
   variants['gemm'] = (gemm, gemm_gflop)
   window = args.seconds / (len(variants) * args.windows)
   rates, cpu_rates = time_interleaved(variants, window, args.windows)
@@ -318,19 +326,20 @@ def main(argv=None):
       'args': vars(args), 'step_gflop': flops / 1e9,
       'gemm_gflops': gemm_gflops, 'gemm_gflops_per_cpu_s': gemm_cpu,
       'ks': {}}
-  for k, v in learners.items():
-    ups = median(rates[f'K={k}'])
+  for name, v in learners.items():
+    ups = median(rates[name])
     achieved = ups * flops / 1e9
     mem = v.memory
-    cpu_ups = median(cpu_rates[f'K={k}'])
-    rows.append([k, v.compile_s, ups, spread(rates[f'K={k}']), cpu_ups,
+    cpu_ups = median(cpu_rates[name])
+    rows.append([name, v.compile_s, ups, spread(rates[name]), cpu_ups,
                  achieved, achieved / gemm_gflops,
                  cpu_ups * flops / 1e9 / gemm_cpu, v.peak_rss_mb,
                  mem.get('temp_mb', float('nan')),
                  mem.get('argument_mb', float('nan'))])
-    record['ks'][k] = dict(compile_s=v.compile_s, first_call_s=v.first_call_s,
-                           updates_per_s=ups, windows=rates[f'K={k}'],
-                           updates_per_cpu_s=median(cpu_rates[f'K={k}']),
+    record['ks'][name] = dict(compile_s=v.compile_s,
+                           first_call_s=v.first_call_s,
+                           updates_per_s=ups, windows=rates[name],
+                           updates_per_cpu_s=median(cpu_rates[name]),
                            achieved_gflops=achieved,
                            frac_of_gemm=achieved / gemm_gflops,
                            frac_of_gemm_cpu=cpu_ups * flops / 1e9 / gemm_cpu,
@@ -338,7 +347,7 @@ def main(argv=None):
                            xla_cost_flops_per_call=v.xla_flops_per_call,
                            memory_analysis=mem)
   print()
-  print_table(['K', 'compile_s', 'updates/s', 'windows', 'upd/cpu-s',
+  print_table(['variant', 'compile_s', 'updates/s', 'windows', 'upd/cpu-s',
                'GFLOP/s', 'frac_gemm', 'frac_gemm_cpu', 'peakRSS_MB',
                'xla_temp_MB', 'xla_args_MB'], rows)
   print('(upd/cpu-s: updates per second of process CPU time, all threads; '
@@ -347,23 +356,25 @@ def main(argv=None):
         'wall and CPU-time based)')
   print(f'(peak RSS is the process peak after compiling and warming that K; '
         f'current RSS {current_rss_mb():.0f} MB)')
-  for k, v in learners.items():
+  for name, v in learners.items():
     xf = v.xla_flops_per_call
     if xf == xf:
-      print(f'XLA cost_analysis K={k}: {xf / 1e9:.2f} GFLOP per call '
+      print(f'XLA cost_analysis {name}: {xf / 1e9:.2f} GFLOP per call '
             f'(scan bodies may be counted once)')
 
   if args.profile_parts:
     cfg = config_lib.make_config(
         'acme', policy_layer_sizes=args.policy,
         critic_layer_sizes=args.critic, batch_size=args.batch,
-        num_action_samples=args.samples)
+        num_action_samples=args.samples,
+        action_samples_per_chunk=args.chunks[0])
     parts = make_parts(nets, cfg, args, rng)
-    parts['full'] = (learners[args.ks[0]], args.ks[0])
+    first = next(iter(learners.values()))
+    parts['full'] = (first, first.k)
     window = args.parts_seconds / (len(parts) * args.windows)
     prates, pcpu = time_interleaved(parts, window, args.windows)
-    full_ms = 1e3 * args.ks[0] / median(prates['full'])
-    full_cpu_ms = 1e3 * args.ks[0] / median(pcpu['full'])
+    full_ms = 1e3 / median(prates["full"])  # rates are SGD steps/s
+    full_cpu_ms = 1e3 / median(pcpu["full"])
     rows, total, total_cpu = [], 0.0, 0.0
     record['parts'] = {}
     for name in parts:
@@ -382,7 +393,7 @@ def main(argv=None):
     rows.append(['sum of parts', total, 100 * total / full_ms, total_cpu,
                  100 * total_cpu / full_cpu_ms, flops / 1e9,
                  flops / 1e9 / (total / 1e3)])
-    rows.append([f'full step (K={args.ks[0]})', full_ms, 100.0, full_cpu_ms,
+    rows.append([f'full step ({next(iter(learners))})', full_ms, 100.0, full_cpu_ms,
                  100.0, flops / 1e9, flops / 1e9 / (full_ms / 1e3)])
     record['parts']['full_ms'] = full_ms
     record['parts']['full_cpu_ms'] = full_cpu_ms

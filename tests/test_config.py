@@ -151,6 +151,32 @@ def test_min_replay_above_max_replay():
   config_lib.make_config('acme', min_replay_size=1000, max_replay_size=1000)
 
 
+def test_action_samples_per_chunk_must_divide_n():
+  with pytest.raises(ConfigError) as err:
+    config_lib.make_config('acme', num_action_samples=20,
+                           action_samples_per_chunk=3)
+  message = str(err.value)
+  assert 'action_samples_per_chunk=3' in message
+  assert '[1, 2, 4, 5, 10, 20]' in message  # the allowed divisors
+  with pytest.raises(ConfigError, match='action_samples_per_chunk'):
+    config_lib.make_config('acme', action_samples_per_chunk=-1)
+  config_lib.make_config('acme', num_action_samples=20,
+                         action_samples_per_chunk=5)
+
+
+def test_auto_chunk_resolves_per_backend():
+  from wpo_agent import learning  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.make_config('acme')  # N = 20, auto
+  assert learning.resolve_samples_per_chunk(cfg, 'cpu') == 4
+  assert learning.resolve_samples_per_chunk(cfg, 'gpu') == 20
+  cfg = config_lib.make_config('acme', num_action_samples=7)
+  assert learning.resolve_samples_per_chunk(cfg, 'cpu') == 1  # 7 is prime
+  cfg = config_lib.make_config('acme', num_action_samples=9)
+  assert learning.resolve_samples_per_chunk(cfg, 'cpu') == 3
+  cfg = config_lib.make_config('acme', action_samples_per_chunk=10)
+  assert learning.resolve_samples_per_chunk(cfg, 'cpu') == 10
+
+
 def test_boundary_values_accepted():
   config_lib.make_config('acme', discount=0.0, min_scale=0.0, weight_decay=0.0,
                          dual_learning_rate=0.0, adam_b1=0.0)

@@ -208,6 +208,24 @@ def test_fused_steps_equal_sequential_steps():
   assert no_leaf_equal(served, state_fused.policy_params)
 
 
+def test_chunked_action_gradient_gives_the_same_steps():
+  """action_samples_per_chunk is speed only: 1, 2 and all 8 give the same state."""
+  data = fake_dataset(512, discount=0.9)
+  batch_list = list(batches(data, 3))
+  finals = []
+  for chunk in (8, 2, 1):
+    config = make_config(action_samples_per_chunk=chunk)
+    _, state, step = setup(config)
+    for batch in batch_list:
+      state, _ = step(state, batch)
+    finals.append(state)
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+  for other in finals[1:]:
+    jax.tree.map(close, other, finals[0])
+  # Three steps moved the policy, so the comparison is not of untouched params.
+  assert no_leaf_equal(finals[0].policy_params, setup(make_config())[1].policy_params)
+
+
 HARD = dict(kl_constraint='hard', weight_decay=1e-4)
 
 

@@ -45,6 +45,43 @@ def _observations():
   return obs_b, obs_nb
 
 
+class LayerNormTest(chex.TestCase):
+  """networks.LayerNorm (matrix-product statistics) is ordinary LayerNorm."""
+
+  @_variants
+  def test_matches_numpy_and_flax_values_and_gradients(self):
+    import flax.linen as nn  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    x = (3.0 * rng.standard_normal((2, 5, 8)) + 1.5).astype(np.float32)
+    params = {'params': {'scale': rng.uniform(0.5, 2, 8).astype(np.float32),
+                         'bias': rng.standard_normal(8).astype(np.float32)}}
+    ours, theirs = networks.LayerNorm(epsilon=1e-5), nn.LayerNorm(epsilon=1e-5)
+    # Same parameter names and shapes, so checkpoints are interchangeable.
+    init = ours.init(jax.random.PRNGKey(0), x)
+    self.assertEqual(jax.tree.map(np.shape, init),
+                     jax.tree.map(np.shape, theirs.init(jax.random.PRNGKey(0), x)))
+
+    x64 = x.astype(np.float64)
+    mean = x64.mean(-1, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(-1, keepdims=True)
+    expected = ((x64 - mean) / np.sqrt(var + 1e-5) * params['params']['scale']
+                + params['params']['bias'])
+
+    def loss(module, p, x):  # a non-trivial cotangent for every output
+      return jnp.sum(jnp.tanh(module.apply(p, x)) * jnp.arange(8.0))
+
+    @self.variant
+    def run(p, x):
+      return (ours.apply(p, x), jax.grad(functools.partial(loss, ours),
+                                         argnums=(0, 1))(p, x),
+              jax.grad(functools.partial(loss, theirs), argnums=(0, 1))(p, x))
+
+    y, grads_ours, grads_flax = run(params, x)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
+                                   atol=1e-5), grads_ours, grads_flax)
+
+
 class PolicyHeadTest(chex.TestCase):
 
   @_variants

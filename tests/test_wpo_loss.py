@@ -242,6 +242,34 @@ class GradLogProbTest(chex.TestCase):
     np.testing.assert_allclose(g_sigma, [[0.125, 4.5]], rtol=1e-6)
 
 
+class ActionGradientTest(chex.TestCase):
+  """grad_a Q against the closed form of a quadratic Q, whole and in chunks."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(0, 1, 2, 3, 6)
+  def test_matches_closed_form(self, samples_per_chunk):
+    # Q(s, a) = -sum_d (a_d - c_d(s))^2 with c(s) = s @ W: grad_a Q = -2 (a - c(s)).
+    n, b, o, d = 6, 5, 3, 4
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((b, o)).astype(np.float32)
+    w = rng.standard_normal((o, d)).astype(np.float32)
+    actions = rng.standard_normal((n, b, d)).astype(np.float32)
+    expected = -2.0 * (actions - obs @ w)  # [N, B, D], numpy
+
+    def q_fn(a):  # [n, B, D] -> [n, B] for any n
+      return -jnp.sum(jnp.square(a - obs @ w), axis=-1)
+
+    @self.variant
+    def grad(a):
+      return losses.action_gradient(q_fn, a, samples_per_chunk)
+
+    np.testing.assert_allclose(grad(actions), expected, rtol=1e-5, atol=1e-5)
+
+  def test_chunk_must_divide_samples(self):
+    with self.assertRaisesRegex(ValueError, 'must divide'):
+      losses.action_gradient(lambda a: jnp.sum(a, -1), jnp.zeros((6, 2, 1)), 4)
+
+
 class ShapeErrorTest(parameterized.TestCase):
 
   def test_rank_two_actions_rejected(self):

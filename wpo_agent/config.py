@@ -38,6 +38,10 @@ class WPOConfig:
   use_natural_gradient: bool = True  # inverse-Fisher (sigma^2) scaling of the WPO term
   dq_da_squash: str = 'identity'  # 'identity' or 'cbrt' applied to grad_a Q
   policy_loss_on_next_obs: bool = False  # Acme also applies the policy loss at s_{t+n}
+  # Speed only, same result: grad_a Q is computed over this many of the N samples
+  # at a time (lax.map), which keeps the critic's activations in cache on a CPU.
+  # 0 = auto: the largest divisor of N that is <= 4 on CPU, all N on GPU/TPU.
+  action_samples_per_chunk: int = 0
 
   # --- KL regulariser (Sec. 2) ---
   kl_constraint: str = 'soft'  # 'soft': frozen duals; 'hard': duals learned with Adam
@@ -101,6 +105,13 @@ class WPOConfig:
     for name in ('discount', 'adam_b1', 'adam_b2'):
       if not 0 <= getattr(self, name) < 1:
         raise ConfigError(f'{name}={getattr(self, name)!r}: must be in [0, 1)')
+    _at_least('action_samples_per_chunk', self.action_samples_per_chunk, 0)
+    chunk, n = self.action_samples_per_chunk, self.num_action_samples
+    if chunk and n % chunk:
+      divisors = [d for d in range(1, n + 1) if n % d == 0]
+      raise ConfigError(
+          f'action_samples_per_chunk={chunk} does not divide num_action_samples='
+          f'{n}; allowed: 0 (auto) or one of {divisors}')
     if self.min_replay_size > self.max_replay_size:
       raise ConfigError(
           f'min_replay_size={self.min_replay_size} exceeds max_replay_size='

@@ -22,12 +22,25 @@ SQUASH_FNS = {
 AGGREGATES = ('mean', 'max')
 
 
-def action_gradient(q_fn: Callable[[Array], Array], actions: Array) -> Array:
+def action_gradient(q_fn: Callable[[Array], Array], actions: Array,
+                    samples_per_chunk: int = 0) -> Array:
   """grad_a Q(s, a) for every sample, via one vjp with unit cotangents.
 
-  `q_fn` maps actions [N, B, D] to values [N, B]; each value depends only on its
-  own action, so a vjp with ones gives the per-sample gradient [N, B, D].
+  `q_fn` maps actions [n, B, D] to values [n, B] for any n; each value depends
+  only on its own action, so a vjp with ones gives the per-sample gradient
+  [N, B, D]. With `samples_per_chunk` = c > 0 (c divides N) the N samples go
+  through `q_fn` c at a time under `lax.map`: the same numbers, but on a CPU the
+  critic's [c * B, H] activations stay in cache (see BUILD_NOTES.md).
   """
+  num_samples = actions.shape[0]
+  if samples_per_chunk and samples_per_chunk < num_samples:
+    if num_samples % samples_per_chunk:
+      raise ValueError(f'samples_per_chunk={samples_per_chunk} must divide the '
+                       f'number of samples {num_samples}')
+    chunks = actions.reshape((num_samples // samples_per_chunk,
+                              samples_per_chunk) + actions.shape[1:])
+    dq_da = jax.lax.map(lambda a: action_gradient(q_fn, a), chunks)
+    return dq_da.reshape(actions.shape)
   q, vjp_fn = jax.vjp(q_fn, actions)
   (dq_da,) = vjp_fn(jnp.ones_like(q))
   return dq_da
