@@ -52,6 +52,9 @@ flags.DEFINE_enum('lp_launch_type', 'local_mp', ['local_mp', 'local_mt'],
                   'Launchpad launch type (distributed mode).')
 flags.DEFINE_float('progress_every', 5.0, 'Seconds between progress lines.')
 flags.DEFINE_float('checkpoint_every', 600.0, 'Seconds between checkpoints.')
+flags.DEFINE_bool('checkpoint_replay', True, 'Save the replay buffer with each '
+                  'checkpoint (under WORKDIR/replay), so a resumed run keeps '
+                  'its data; --nocheckpoint_replay refills it instead.')
 
 
 class UsageError(Exception):
@@ -89,7 +92,12 @@ def main(argv):
       domain=FLAGS.domain, task=task, seed=FLAGS.seed, workdir=workdir,
       max_actor_steps=FLAGS.max_actor_steps, eval_every=FLAGS.eval_every,
       eval_episodes=FLAGS.eval_episodes, progress_every_s=FLAGS.progress_every,
-      checkpoint_every_s=FLAGS.checkpoint_every)
+      checkpoint_every_s=FLAGS.checkpoint_every,
+      checkpoint_replay=FLAGS.checkpoint_replay)
+  try:
+    single_process.check_resumable(workdir, run, config)
+  except single_process.WorkdirMismatchError as e:
+    raise UsageError(str(e)) from None
   if FLAGS.single_process:
     summary = single_process.train(run, config)
   else:

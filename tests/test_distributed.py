@@ -17,6 +17,8 @@ import time
 import psutil
 import pytest
 
+import replay_checkpoints
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_LOCAL = os.path.join(REPO, 'launch', 'run_local.py')
 TINY = ['--set=policy_layer_sizes=32,32', '--set=critic_layer_sizes=32,32',
@@ -92,6 +94,9 @@ def test_stop_resume_and_finish(tmp_path):
   first = _progress(workdir)
   first_steps = int(first['actor_steps'])
   assert first_steps > 0
+  # The replay buffer was saved with the learner: the learner had started, so
+  # the table held at least min_replay_size = 200 items.
+  assert replay_checkpoints.items_in_checkpoint(workdir) >= 200
 
   # Resume to a limit a little beyond where we stopped.
   limit = first_steps + 1500

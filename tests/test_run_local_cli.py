@@ -74,3 +74,15 @@ def test_short_single_process_run(tmp_path):
   assert 'python -m wpo_agent.plot' in out
   assert (workdir / 'eval.csv').exists()
   assert (workdir / 'checkpoints').is_dir()
+
+  # The same workdir for another task cannot resume it: one line, exit 2,
+  # and the run's files are left as they were.
+  config_before = (workdir / 'config.json').read_text()
+  proc = run_local('--domain=walker', '--single_process', f'--workdir={workdir}')
+  assert proc.returncode == 2, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr
+  for fragment in ("domain: saved 'cartpole', now 'walker'",
+                   "task: saved 'swingup', now 'walk'", '--workdir'):
+    assert fragment in lines[0]
+  assert (workdir / 'config.json').read_text() == config_before

@@ -1,6 +1,7 @@
 """single_process.train on cartpole swingup: outputs, resume, graceful stop."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -10,8 +11,11 @@ import time
 import pytest
 
 from wpo_agent import checkpointing
+from wpo_agent import replay
 from wpo_agent import config as config_lib
 from wpo_agent import single_process
+
+import replay_checkpoints
 
 
 def tiny_config():
@@ -65,11 +69,17 @@ def test_train_outputs_then_resume(tmp_path):
   assert saved['config']['batch_size'] == 32
   assert saved['run']['max_actor_steps'] == 600
 
+  # The replay buffer was checkpointed with the learner. One unfinished episode
+  # of 600 steps, n = 5: like acme, s_0 -> s_k for k = 1..4 at the start, then
+  # s_t -> s_{t+5} for t = 0..595: 4 + 596 items.
+  assert replay_checkpoints.items_in_checkpoint(tmp_path) == 600
+
   # Same workdir, a larger budget: resumes and appends.
   summary = single_process.train(run_options(tmp_path, 1200), config)
   assert summary['actor_steps'] == 1200
-  # The replay refills to 100 before learning resumes: 500 more steps.
-  assert summary['learner_steps'] == first_learner_steps + 500
+  # The restored replay already holds >= 100 items, so learning goes on at
+  # once: one SGD step per actor step, 600 more.
+  assert summary['learner_steps'] == first_learner_steps + 600
   evals = read_csv(tmp_path / 'eval.csv')
   assert [int(r['actor_steps']) for r in evals] == [300, 600, 900, 1200]
   learner_steps = [int(r['learner_steps']) for r in evals]
@@ -131,7 +141,55 @@ def test_sigterm_stops_checkpoints_and_resumes(tmp_path, sigterm_guard):
                                  config)
   assert summary['stopped_early'] is False
   assert summary['actor_steps'] == stopped_at + 200
-  # 100 refill steps, then 100 more SGD steps.
-  assert summary['learner_steps'] == stopped_learner_steps + 100
+  # The replay came back with the checkpoint: one SGD step per actor step.
+  assert summary['learner_steps'] == stopped_learner_steps + 200
   assert checkpointing.Checkpointer(str(tmp_path)).latest_step() == (
       stopped_at + 200)
+
+
+def test_resume_without_replay_checkpoint_refills(tmp_path):
+  config = tiny_config()
+  options = dict(checkpoint_replay=False, eval_every=10_000)
+  summary = single_process.train(run_options(tmp_path, 300, **options), config)
+  assert summary['learner_steps'] == 200  # (300 - 100) x 32 / 32
+  assert not os.path.exists(tmp_path / replay.REPLAY_CHECKPOINT_DIR)
+  summary = single_process.train(run_options(tmp_path, 600, **options), config)
+  # The replay refills to 100 before learning resumes: 200 more steps.
+  assert summary['learner_steps'] == 400
+
+
+def test_resume_check_refuses_another_runs_workdir(tmp_path):
+  config = tiny_config()
+  single_process.write_run_config(str(tmp_path), run_options(tmp_path, 10),
+                                  config)
+  # No checkpoint yet: anything may reuse the workdir.
+  single_process.check_resumable(
+      str(tmp_path), run_options(tmp_path, 10, domain='walker', task='walk'),
+      config)
+  (tmp_path / 'checkpoints' / '10').mkdir(parents=True)
+  # Hyperparameters that do not shape the state may change on a resume...
+  single_process.check_resumable(
+      str(tmp_path), run_options(tmp_path, 20),
+      dataclasses.replace(config, policy_learning_rate=1e-4))
+  # ...the task and the network sizes may not.
+  with pytest.raises(single_process.WorkdirMismatchError) as e:
+    single_process.check_resumable(
+        str(tmp_path), run_options(tmp_path, 20, task='balance'),
+        dataclasses.replace(config, critic_layer_sizes=(32, 32)))
+  message = str(e.value)
+  assert "task: saved 'swingup', now 'balance'" in message
+  assert 'critic_layer_sizes: saved [16, 16], now (32, 32)' in message
+  assert 'domain:' not in message and 'learning_rate' not in message
+  # A restored replay table keeps its size and rate limiter, so while a replay
+  # checkpoint would be restored those may not change either.
+  (tmp_path / replay.REPLAY_CHECKPOINT_DIR / 'some-checkpoint').mkdir(
+      parents=True)
+  with pytest.raises(single_process.WorkdirMismatchError,
+                     match=r'samples_per_insert: saved 32.0, now 64.0\).*'
+                     r'--nocheckpoint_replay'):
+    single_process.check_resumable(
+        str(tmp_path), run_options(tmp_path, 20),
+        dataclasses.replace(config, samples_per_insert=64.0))
+  single_process.check_resumable(
+      str(tmp_path), run_options(tmp_path, 20, checkpoint_replay=False),
+      dataclasses.replace(config, samples_per_insert=64.0))

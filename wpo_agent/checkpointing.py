@@ -4,8 +4,8 @@ A checkpoint holds everything needed to continue a run: the full TrainingState
 (params, targets, optimiser and dual states, SGD step count, PRNG key) and a
 JSON dict of counters (actor steps, episodes, inserts, ...) and the actor's RNG
 state. Saves are synchronous so that a save issued on SIGTERM is complete
-before the process exits. The replay buffer is not checkpointed: after a resume
-it refills to `min_replay_size` before learning continues.
+before the process exits. The replay buffer has its own reverb checkpoint
+(replay.make_checkpointer), written just before each of these.
 """
 
 import os

@@ -259,6 +259,15 @@ class NStepTransitionWriter(acme_adders_base.Adder):
     self._first_obs = None
     self._end_episode(timeout_ms)
 
+  def flush(self, timeout_ms: Optional[int] = None) -> None:
+    """Sends every item created so far and waits until the server has it.
+
+    Used before a replay checkpoint; the open n-step windows stay open.
+    """
+    if self._writer is not None:
+      self._writer.Flush(0, -1 if timeout_ms is None else int(timeout_ms))
+    self._since_flush = 0
+
   # -- lifetime ----------------------------------------------------------------
 
   def close(self, timeout_ms: Optional[int] = 10_000) -> None:

@@ -23,6 +23,7 @@ items (bitwise-equal R and D) written as flat reverb steps, several times
 cheaper per step than the acme-based adder (implementation='acme').
 """
 
+import os
 from typing import Iterator, Optional, Union
 
 from acme import specs
@@ -30,6 +31,7 @@ from acme import types as acme_types
 from acme.adders import reverb as acme_reverb
 from acme.datasets import reverb as acme_datasets
 import reverb
+from reverb.platform.default import checkpointers
 import tensorflow as tf
 import tree
 
@@ -38,6 +40,7 @@ from wpo_agent import types
 
 DEFAULT_TABLE = acme_reverb.DEFAULT_PRIORITY_TABLE  # 'priority_table'
 RATE_LIMITERS = ('sample_to_insert', 'min_size')
+REPLAY_CHECKPOINT_DIR = 'replay'  # under the run's workdir
 
 
 def default_error_buffer(samples_per_insert: float, min_size: int) -> float:
@@ -215,6 +218,16 @@ def make_dataset_iterator(server_address: Union[str, reverb.Client],
                          prefetch, num_parallel_calls,
                          max_in_flight_samples_per_worker)
   return dataset.as_numpy_iterator()
+
+
+def make_checkpointer(workdir: str) -> checkpointers.DefaultCheckpointer:
+  """Reverb checkpointer in `workdir`/replay.
+
+  A server built with it loads the newest checkpoint there on start;
+  `client.checkpoint()` writes a new one, and reverb keeps only the newest.
+  """
+  return checkpointers.DefaultCheckpointer(
+      os.path.join(os.path.abspath(workdir), REPLAY_CHECKPOINT_DIR))
 
 
 def num_items(client: reverb.Client, table: str = DEFAULT_TABLE) -> int:

@@ -39,6 +39,9 @@ class RunOptions:
   eval_episodes: int = 5
   progress_every_s: float = 5.0
   checkpoint_every_s: float = 600.0
+  # Save the replay buffer with each checkpoint, so a resumed run continues
+  # from the same data instead of refilling a small, fresh buffer.
+  checkpoint_replay: bool = True
   tensorboard: bool = True
   quiet: bool = False
 
@@ -68,8 +71,61 @@ def evaluate(env, actor, episodes: int) -> np.ndarray:
   return np.asarray(returns)
 
 
+class WorkdirMismatchError(ValueError):
+  """The workdir holds a checkpoint this run could not continue."""
+
+
+# What a checkpoint's shapes depend on; other fields may change on a resume.
+_RESUME_FIXED_RUN = ('domain', 'task')
+_RESUME_FIXED_CONFIG = ('policy_family', 'num_components', 'policy_layer_sizes',
+                        'critic_layer_sizes')
+# A restored reverb table keeps its checkpointed size and rate limiter, whatever
+# the new config says, so these are fixed too while its replay is restored.
+_RESUME_FIXED_REPLAY = ('max_replay_size', 'min_replay_size',
+                        'samples_per_insert', 'rate_limiter')
+
+
+def _non_empty_dir(path: str) -> bool:
+  return os.path.isdir(path) and bool(os.listdir(path))
+
+
+def check_resumable(workdir: str, run: RunOptions,
+                    config: config_lib.WPOConfig) -> None:
+  """Raises WorkdirMismatchError if `workdir` holds state this run can't use."""
+  path = os.path.join(workdir, 'config.json')
+  restores_replay = run.checkpoint_replay and _non_empty_dir(
+      os.path.join(workdir, replay.REPLAY_CHECKPOINT_DIR))
+  if not os.path.exists(path) or not (
+      restores_replay or _non_empty_dir(os.path.join(workdir, 'checkpoints'))):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  new = {'run': dataclasses.asdict(run), 'config': config.to_dict()}
+  fixed = [('run', _RESUME_FIXED_RUN), ('config', _RESUME_FIXED_CONFIG)]
+  if restores_replay:
+    fixed.append(('config', _RESUME_FIXED_REPLAY))
+  diffs = [f'{name}: saved {saved[part].get(name)!r}, now {new[part][name]!r}'
+           for part, names in fixed for name in names
+           if _jsonable(saved[part].get(name)) != _jsonable(new[part][name])]
+  if diffs:
+    hint = (' (or --nocheckpoint_replay to start a fresh replay buffer)'
+            if restores_replay and all(
+                d.split(':')[0] in _RESUME_FIXED_REPLAY for d in diffs)
+            else '')
+    raise WorkdirMismatchError(
+        f'workdir {workdir} holds checkpoints of a different run ('
+        + '; '.join(diffs) + '); use another --workdir, or the saved values '
+        f'to resume it{hint}')
+
+
+def _jsonable(value):
+  return json.loads(json.dumps(value))
+
+
 def write_run_config(workdir: str, run: RunOptions,
                      config: config_lib.WPOConfig) -> None:
+  """Writes config.json, after checking a resume would be compatible."""
+  check_resumable(workdir, run, config)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'run': dataclasses.asdict(run), 'config': config.to_dict()}, f,
@@ -91,7 +147,9 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   table = replay.make_replay_table(
       spec, max_size=config.max_replay_size, min_size=config.min_replay_size,
       rate_limiter='min_size')
-  server = reverb.Server([table], port=None)
+  # With a replay checkpoint in the workdir, the server starts from it.
+  server = reverb.Server([table], port=None, checkpointer=(
+      replay.make_checkpointer(workdir) if run.checkpoint_replay else None))
   address = f'localhost:{server.port}'
   client = reverb.Client(address)
   k = config.sgd_steps_per_learner_step
@@ -113,9 +171,15 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
     state, meta = restored
     learner.restore(state)
     counts.update(meta)
+    restored_items = replay.num_items(client)
     say(f'Resumed from {checkpointer.directory} at actor step '
-        f'{counts["actor_steps"]} (learner step {learner.sgd_steps}); replay '
-        f'refills to {config.min_replay_size} before learning resumes.')
+        f'{counts["actor_steps"]} (learner step {learner.sgd_steps}); ' + (
+            f'replay restored with {restored_items} items.' if restored_items
+            else f'replay refills to {config.min_replay_size} before '
+            'learning resumes.'))
+  # Actor steps this session must add before learning starts (none when the
+  # restored replay already holds min_replay_size items).
+  warmup = max(0, config.min_replay_size - replay.num_items(client))
 
   # Fresh randomness on each resume, reproducible from (seed, episodes).
   resume_seed = [run.seed, counts['episodes']]
@@ -147,6 +211,10 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
 
   def save():
     counts['elapsed_s'] = elapsed()
+    if run.checkpoint_replay:
+      if hasattr(adder, 'flush'):  # our writer; acme's adder has no flush
+        adder.flush()  # so the checkpoint holds every item written so far
+      client.checkpoint()  # first, so the learner's checkpoint is never older
     checkpointer.save(counts['actor_steps'], learner.save(), dict(counts))
 
   def maybe_evaluate(force=False):
@@ -177,7 +245,7 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
         counts['actor_steps'] += 1
         session_steps += 1
 
-        ready = session_steps - config.min_replay_size
+        ready = session_steps - warmup
         owed = int(ready * config.samples_per_insert /
                    (config.batch_size * k)) if ready >= 0 else 0
         if owed > session_calls and not table_filled:

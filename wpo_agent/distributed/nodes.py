@@ -84,6 +84,7 @@ class LearnerNode:
 
   def __init__(self, replay_client, counter, spec: Spec):
     self._spec = spec
+    self._replay_client = replay_client
     self._config = config = _config(spec)
     self._counter = counter
     self._control = control_lib.Control(spec['workdir'])
@@ -107,6 +108,8 @@ class LearnerNode:
     return self._learner.get_variables(names)
 
   def _save(self) -> None:
+    if self._spec.get('checkpoint_replay', True):
+      self._replay_client.checkpoint()  # first: never older than the learner's
     counts = self._counter.get_counts()
     meta = dict(counts, elapsed_s=_elapsed(self._spec))
     self._checkpointer.save(int(counts.get('actor_steps', 0)),

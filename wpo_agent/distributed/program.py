@@ -15,6 +15,7 @@ import sys
 import launchpad as lp
 from launchpad.nodes.python import local_multi_processing
 
+from wpo_agent import replay as replay_lib
 from wpo_agent.distributed import nodes
 
 # Actors and the evaluator run their small policy on the CPU; one XLA thread
@@ -33,7 +34,10 @@ def build_program(spec: nodes.Spec) -> lp.Program:
   program = lp.Program('wpo')
   with program.group('replay'):
     replay = program.add_node(lp.ReverbNode(
-        functools.partial(nodes.make_replay_tables, spec)))
+        functools.partial(nodes.make_replay_tables, spec),
+        checkpoint_ctor=(
+            functools.partial(replay_lib.make_checkpointer, spec['workdir'])
+            if spec.get('checkpoint_replay', True) else None)))
   with program.group('counter'):
     counter = program.add_node(lp.CourierNode(
         nodes.make_counter, spec.get('initial_counts', {})))

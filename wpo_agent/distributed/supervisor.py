@@ -31,7 +31,13 @@ from wpo_agent.distributed import control as control_lib
 
 _POLL_S = 0.5
 _START_TIMEOUT_S = 180.0    # all nodes must report running by then
-_LEARNER_SAVE_TIMEOUT_S = 20.0
+# The learner saves the replay buffer (~12 s for 1e6 humanoid items) and then
+# its own state; it reports DONE when finished, so this only bounds a hang.
+_LEARNER_SAVE_TIMEOUT_S = 90.0
+# After the learner's save, the other nodes get this long to end by themselves
+# before the session is terminated (an actor can be blocked in a reverb insert
+# by the rate limiter once the learner stops sampling; its data is not needed).
+_OTHERS_STOP_GRACE_S = 10.0
 _KILL_GRACE_S = 3.0
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -164,7 +170,7 @@ def run(run_options: single_process.RunOptions, config: config_lib.WPOConfig,
       stdin=subprocess.DEVNULL, start_new_session=True)
   progress = logs.Progress(run_options.max_actor_steps, config.batch_size)
   start = last_line = time.time()
-  stopping_since = None
+  stopping_since = learner_done_at = None
   interrupted = False
   try:
     with stopping.GracefulStop() as stop:
@@ -182,10 +188,13 @@ def run(run_options: single_process.RunOptions, config: config_lib.WPOConfig,
               'to checkpoint.')
         if stopping_since is not None:
           learner = statuses.get('learner', {}).get('state')
+          if learner == control_lib.DONE and learner_done_at is None:
+            learner_done_at = now
           others_done = all(statuses.get(n, {}).get('state') !=
                             control_lib.RUNNING for n in expected)
-          if ((learner == control_lib.DONE and others_done) or
-              now - stopping_since > _LEARNER_SAVE_TIMEOUT_S):
+          if ((learner_done_at is not None and
+               (others_done or now - learner_done_at > _OTHERS_STOP_GRACE_S))
+              or now - stopping_since > _LEARNER_SAVE_TIMEOUT_S):
             break
           continue
         missing = [n for n in expected if n not in statuses]
