@@ -94,20 +94,23 @@ def main(argv):
       eval_episodes=FLAGS.eval_episodes, progress_every_s=FLAGS.progress_every,
       checkpoint_every_s=FLAGS.checkpoint_every,
       checkpoint_replay=FLAGS.checkpoint_replay)
-  try:
-    single_process.check_resumable(workdir, run, config)
+  try:  # both runners first check the workdir (write_run_config)
+    if FLAGS.single_process:
+      summary = single_process.train(run, config)
+    else:
+      summary = run_distributed(run, config)
   except single_process.WorkdirMismatchError as e:
     raise UsageError(str(e)) from None
-  if FLAGS.single_process:
-    summary = single_process.train(run, config)
-  else:
-    from wpo_agent.distributed import supervisor  # pylint: disable=g-import-not-at-top
-    try:
-      summary = supervisor.run(run, config, FLAGS.lp_launch_type)
-    except supervisor.ProgramFailed as e:
-      print(f'error: {e}', file=sys.stderr, flush=True)
-      sys.exit(1)
   print_summary(summary)
+
+
+def run_distributed(run, config):
+  from wpo_agent.distributed import supervisor  # pylint: disable=g-import-not-at-top
+  try:
+    return supervisor.run(run, config, FLAGS.lp_launch_type)
+  except supervisor.ProgramFailed as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 def print_summary(summary) -> None:

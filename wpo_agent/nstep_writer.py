@@ -272,14 +272,14 @@ class NStepTransitionWriter(acme_adders_base.Adder):
 
   def close(self, timeout_ms: Optional[int] = 10_000) -> None:
     """Flushes (waiting at most timeout_ms) and closes the reverb writer."""
-    writer, self._writer = self._writer, None
     self._steps = -1
-    if writer is None:
+    if self._writer is None:
       return
     try:
-      writer.Flush(0, -1 if timeout_ms is None else int(timeout_ms))
+      self.flush(timeout_ms)
     except RuntimeError as e:  # timeout: the items may still arrive
       logging.error('NStepTransitionWriter: flush before close failed: %s', e)
+    writer, self._writer = self._writer, None
     writer.Close()
 
   def __enter__(self) -> 'NStepTransitionWriter':

@@ -166,20 +166,20 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
       networks, config, iterator, jax.random.PRNGKey(run.seed),
       logger=logs.WithCounts(train_logger, counts, ('actor_steps',)))
 
+  replay_items = replay.num_items(client)  # > 0 when restored from a checkpoint
   restored = checkpointer.restore(learner.save())
   if restored is not None:
     state, meta = restored
     learner.restore(state)
     counts.update(meta)
-    restored_items = replay.num_items(client)
     say(f'Resumed from {checkpointer.directory} at actor step '
         f'{counts["actor_steps"]} (learner step {learner.sgd_steps}); ' + (
-            f'replay restored with {restored_items} items.' if restored_items
+            f'replay restored with {replay_items} items.' if replay_items
             else f'replay refills to {config.min_replay_size} before '
             'learning resumes.'))
   # Actor steps this session must add before learning starts (none when the
   # restored replay already holds min_replay_size items).
-  warmup = max(0, config.min_replay_size - replay.num_items(client))
+  warmup = max(0, config.min_replay_size - replay_items)
 
   # Fresh randomness on each resume, reproducible from (seed, episodes).
   resume_seed = [run.seed, counts['episodes']]
@@ -212,8 +212,7 @@ def train(run: RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   def save():
     counts['elapsed_s'] = elapsed()
     if run.checkpoint_replay:
-      if hasattr(adder, 'flush'):  # our writer; acme's adder has no flush
-        adder.flush()  # so the checkpoint holds every item written so far
+      adder.flush()  # so the checkpoint holds every item written so far
       client.checkpoint()  # first, so the learner's checkpoint is never older
     checkpointer.save(counts['actor_steps'], learner.save(), dict(counts))
 
