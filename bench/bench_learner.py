@@ -6,11 +6,15 @@ jax.jit(learning.make_learner_step(nets, cfg), donate_argnums=0) on one fixed
 random Batch with a leading [K] axis, for each K in --ks. The Ks and a float32
 GEMM ([5120,512] x [512,512], the ceiling) are timed in interleaved windows, so
 their ratios are comparable on a noisy machine. With --profile-parts it also
-times, interleaved, the pieces of one SGD step separately:
-  bootstrap   target policy on B rows + target critic forward on N*B rows
-  td_grad     critic TD loss + grad on B rows (given the target)
-  dq_da       online critic forward + input-vjp on N*B rows
-  policy_grad WPO + KL policy loss + grad on B rows (given actions and dq_da)
+times, interleaved, the pieces of one SGD step separately, each the jitted
+named function that learning.make_sgd_step itself calls
+(learning.make_loss_fns, learning.make_optimizers):
+  critic_grad value_and_grad(critic_loss) w.r.t. the critic params: target
+              policy on B rows + target critic forward on N*B rows (the
+              bootstrap target) + critic TD loss + grad on B rows
+  dq_da       action_gradient: online critic forward + input-vjp on N*B rows
+  policy_grad value_and_grad(policy_loss) w.r.t. policy and dual params: WPO +
+              KL policy loss + grad on B rows (given actions and dq_da)
   adam        optimizer updates of critic and policy
 
 Runs unchanged on GPU (prints jax.devices()).
@@ -31,9 +35,7 @@ import numpy as np
 import optax
 
 from wpo_agent import config as config_lib
-from wpo_agent import distributions as dists
 from wpo_agent import learning
-from wpo_agent import losses
 from wpo_agent import networks as networks_lib
 from wpo_agent.types import Batch
 
@@ -83,8 +85,9 @@ def step_flops(obs, act, batch, n, policy, critic):
   cf = mlp_flops(obs + act, critic, 1)
   nb = n * batch
   parts = {
-      'bootstrap': pf * batch + cf * nb,   # target policy + target critic fwd
-      'td_grad': 3 * cf * batch,           # critic fwd + bwd on B rows
+      # Bootstrap target (target policy + target critic fwd, no bwd: only the
+      # online critic params are differentiated) + critic fwd + bwd on B rows.
+      'critic_grad': pf * batch + cf * nb + 3 * cf * batch,
       'dq_da': 2 * cf * nb,                # critic fwd + input-bwd on N*B rows
       # online fwd (sampling) + loss: online fwd+bwd, target fwd.
       'policy_grad': pf * batch + 3 * pf * batch + pf * batch,
@@ -196,11 +199,14 @@ def make_gemm(rows=5120, inner=512, cols=512):
 
 
 # ----------------------------------------------------------------------------
-# Parts of one SGD step (mirror learning.make_sgd_step; K = 1).
+# Parts of one SGD step: the named functions learning.make_sgd_step composes
+# (learning.make_loss_fns, learning.make_optimizers), each jitted alone; K = 1.
 
 
 def make_parts(nets, cfg, args, rng):
-  policy_apply, critic_apply = nets.policy.apply, nets.critic.apply
+  # This bench's configs leave policy_loss_on_next_obs off (the default), so
+  # the policy parts run on the B observations of the batch, as in the step.
+  assert not cfg.policy_loss_on_next_obs
   n, b = args.samples, args.batch
   st = learning.init_training_state(nets, cfg, jax.random.PRNGKey(0))
   bt = jax.device_put(random_batch(rng, 1, b, args.obs_dim, args.act_dim))
@@ -210,42 +216,14 @@ def make_parts(nets, cfg, args, rng):
       rng.uniform(-1, 1, (n, b, args.act_dim)).astype(np.float32))
   dq = jax.device_put(rng.standard_normal((n, b, args.act_dim)).astype(
       np.float32))
-  target = jax.device_put(rng.standard_normal((b,)).astype(np.float32))
   opt = learning.make_optimizers(cfg)
+  loss_fns = learning.make_loss_fns(nets, cfg)
 
-  @jax.jit
-  def bootstrap(tp, tc, next_obs, r, d, key):
-    pi_bar = policy_apply(tp, next_obs)
-    a = pi_bar.sample(key, (n,))
-    q = critic_apply(tc, next_obs, a)  # [N, B]: next_obs broadcasts
-    return r + d * jnp.mean(q, axis=0)
-
-  @jax.jit
-  def td_grad(cp, obs, act, target):
-    def loss(cp):
-      q = critic_apply(cp, obs, act)
-      return 0.5 * jnp.mean(jnp.square(target - q))
-    return jax.value_and_grad(loss)(cp)
-
-  chunk = learning.resolve_samples_per_chunk(cfg)
-
-  @jax.jit
-  def dq_da(cp, obs, actions):
-    return losses.action_gradient(lambda a: critic_apply(cp, obs, a), actions,
-                                  chunk)
-
-  @jax.jit
-  def policy_grad(pp, duals, tp, obs, actions, dq):
-    def loss(pp, duals):
-      pi = policy_apply(pp, obs)
-      pi_wpo = dists.natural_gradient(pi) if cfg.use_natural_gradient else pi
-      l_wpo = losses.wpo_policy_loss(pi_wpo, actions, dq, cfg.dq_da_squash)
-      pi_bar = policy_apply(tp, obs)
-      pen = losses.kl_penalty(losses.decoupled_kl(pi, pi_bar),
-                              duals.log_alpha_mean, duals.log_alpha_stddev,
-                              cfg.epsilon_mean, cfg.epsilon_stddev)
-      return l_wpo + pen.loss_kl + pen.loss_dual
-    return jax.value_and_grad(loss, argnums=(0, 1))(pp, duals)
+  critic_grad = jax.jit(jax.value_and_grad(loss_fns.critic_loss,
+                                           has_aux=True))
+  dq_da = jax.jit(loss_fns.action_gradient)
+  policy_grad = jax.jit(jax.value_and_grad(loss_fns.policy_loss,
+                                           argnums=(0, 1), has_aux=True))
 
   @jax.jit
   def adam(cp, cos, cg, pp, pos, pg):
@@ -253,17 +231,15 @@ def make_parts(nets, cfg, args, rng):
     pu, pos = opt.policy.update(pg, pos, pp)
     return optax.apply_updates(cp, cu), cos, optax.apply_updates(pp, pu), pos
 
-  _, cgrads = td_grad(st.critic_params, bt.observation, bt.action, target)
+  _, cgrads = critic_grad(st.critic_params, st.target_policy_params,
+                          st.target_critic_params, bt, key)
   _, (pgrads, _) = policy_grad(st.policy_params, st.dual_params,
                                st.target_policy_params, bt.observation,
                                actions, dq)
   calls = {
-      'bootstrap': lambda: bootstrap(st.target_policy_params,
-                                     st.target_critic_params,
-                                     bt.next_observation, bt.reward,
-                                     bt.discount, key),
-      'td_grad': lambda: td_grad(st.critic_params, bt.observation, bt.action,
-                                 target),
+      'critic_grad': lambda: critic_grad(st.critic_params,
+                                         st.target_policy_params,
+                                         st.target_critic_params, bt, key),
       'dq_da': lambda: dq_da(st.critic_params, bt.observation, actions),
       'policy_grad': lambda: policy_grad(st.policy_params, st.dual_params,
                                          st.target_policy_params,

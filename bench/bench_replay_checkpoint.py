@@ -1,8 +1,8 @@
 """Cost of checkpointing the replay buffer (what a resumable run pays).
 
 Fills a fresh in-process reverb table (replay.make_replay_table, the humanoid
-spec: obs 67, act 21) through the fast n-step writer (n = 5) with synthetic
-1000-step episodes, then times, for each size in --items:
+spec: obs 67, act 21) through the fast n-step writer (replay.make_writer,
+n = 5) with synthetic 1000-step episodes, then times, for each size in --items:
   checkpoint   client.checkpoint() into replay.make_checkpointer(dir)
                (what single_process.save() and the distributed learner call)
   size         bytes on disk of that checkpoint
@@ -66,18 +66,21 @@ def main():
   args = parser.parse_args()
   sizes = sorted(int(s) for s in args.items.split(','))
   spec = environments.environment_spec(
-      environments.make_environment(args.domain, args.task))
+      environments.make_environment(args.domain, args.task, seed=0))
   root = args.workdir or tempfile.mkdtemp(prefix='replay-bench-')
   max_size = sizes[-1]
 
   def table():
-    return replay.make_replay_table(spec, max_size=max_size, min_size=1,
-                                    rate_limiter='min_size')
+    return replay.make_replay_table(
+        spec, name=replay.DEFAULT_TABLE, max_size=max_size, min_size=1,
+        samples_per_insert=1.0,  # unused by the 'min_size' limiter
+        rate_limiter='min_size')
 
   server = reverb.Server([table()], port=None,
                          checkpointer=replay.make_checkpointer(root))
   client = reverb.Client(f'localhost:{server.port}')
-  adder = replay.make_adder(client, n_step=5, discount=0.99)
+  adder = replay.make_writer(client, table=replay.DEFAULT_TABLE, n_step=5,
+                             discount=0.99)
   rng = np.random.default_rng(0)
   rows = []
   filled = 0
@@ -88,7 +91,7 @@ def main():
     fill_s = time.perf_counter() - start
     fill_rate = (size - filled) / fill_s
     filled = size
-    items = replay.num_items(client)
+    items = replay.num_items(client, replay.DEFAULT_TABLE)
     start = time.perf_counter()
     path = client.checkpoint()  # reverb keeps only the newest
     checkpoint_s = time.perf_counter() - start
@@ -97,7 +100,7 @@ def main():
     restored = reverb.Server(
         [table()], port=None, checkpointer=replay.make_checkpointer(root))
     restored_items = replay.num_items(
-        reverb.Client(f'localhost:{restored.port}'))
+        reverb.Client(f'localhost:{restored.port}'), replay.DEFAULT_TABLE)
     restore_s = time.perf_counter() - start
     restored.stop()
     rows.append(dict(items=items, fill_items_per_s=fill_rate,

@@ -1,86 +1,79 @@
-"""Learner step with this tree's networks.py against an older commit's, one process.
+"""Learner and actor-loop speed of this tree against an older commit's.
 
-Loads `wpo_agent/networks.py` as it was at `--commit` (via `git show`) next to the
-current one, builds the same learner step (this tree's learning.py) on each, and
-times them in interleaved windows, so the ratio survives a noisy machine. The old
-networks run with `action_samples_per_chunk=N` (all samples at once, as before that
-option existed) unless --old-chunk says otherwise.
+Extracts `--commit` into a temporary folder (git archive) and runs the same
+probe (`probe_run_layer.py`) against each tree's `wpo_agent` in alternating
+subprocesses, round after round, so the ratios survive a noisy machine:
 
-  MUJOCO_GL=egl .venv/bin/python bench/bench_vs_commit.py --commit a5f9836
+  learner  WPOLearner.step() on one fixed in-memory [K, B] batch (humanoid
+           sizes: obs 67, act 21, batch 256, N 20, policy 256x3, critic
+           512,512,256), SGD updates/s for each K in --ks;
+  actor    the actor loop on cheetah-run: policy 256x3 (fixed parameters),
+           n-step writer into an in-process reverb table, env steps/s.
+
+  MUJOCO_GL=egl .venv/bin/python bench/bench_vs_commit.py --commit cf0616d
 """
 
 import argparse
-import importlib.util
+import json
 import os
 import subprocess
+import sys
+import tarfile
 import tempfile
 
 import common  # noqa: F401  (sys.path for wpo_agent)
 from common import median, spread
 
-import jax
-import numpy as np
-
-from wpo_agent import config as config_lib
-from wpo_agent import learning
-from wpo_agent import networks as new_networks
-from bench_learner import random_batch, time_interleaved
+_PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      'probe_run_layer.py')
 
 
-def load_networks_at(commit):
-  source = subprocess.run(
-      ['git', 'show', f'{commit}:wpo_agent/networks.py'], check=True,
-      capture_output=True, text=True, cwd=common._ROOT).stdout  # pylint: disable=protected-access
-  path = os.path.join(tempfile.mkdtemp(), 'networks_old.py')
-  with open(path, 'w') as f:
-    f.write(source)
-  spec = importlib.util.spec_from_file_location('networks_old', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def extract(commit: str) -> str:
+  """The tree of `commit` in a temporary folder."""
+  root = tempfile.mkdtemp(prefix=f'wpo-{commit}-')
+  archive = os.path.join(root, 'tree.tar')
+  subprocess.run(['git', 'archive', '-o', archive, commit], check=True,
+                 cwd=common._ROOT)  # pylint: disable=protected-access
+  with tarfile.open(archive) as tar:
+    tar.extractall(os.path.join(root, 'tree'))
+  return os.path.join(root, 'tree')
+
+
+def probe(tree: str, what: str, args) -> dict:
+  env = dict(os.environ, PYTHONPATH=tree, MUJOCO_GL='egl')
+  cmd = [sys.executable, _PROBE, what, '--seconds', str(args.seconds),
+         '--ks', args.ks, '--steps', str(args.steps)]
+  out = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                       check=True, cwd=tree).stdout
+  return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--commit', required=True)
-  p.add_argument('--old-chunk', type=int, default=20)
+  p.add_argument('--rounds', type=int, default=3)
+  p.add_argument('--seconds', type=float, default=8.0,
+                 help='timed window per learner K')
+  p.add_argument('--steps', type=int, default=4000,
+                 help='actor-loop steps per measurement')
   p.add_argument('--ks', default='1,8')
-  p.add_argument('--window', type=float, default=2.0, help='seconds')
-  p.add_argument('--windows', type=int, default=8)
   args = p.parse_args()
-  old_networks = load_networks_at(args.commit)
-  print(f'device {jax.devices()[0]}; humanoid sizes: obs 67, act 21, batch 256, '
-        'N 20, policy 256x3, critic 512,512,256')
-  variants = {}
-  ks = [int(k) for k in args.ks.split(',')]
-  for k in ks:
-    for name, module, chunk in (('old', old_networks, args.old_chunk),
-                                ('new', new_networks, 0)):
-      cfg = config_lib.make_config(
-          'acme', critic_layer_sizes=(512, 512, 256),
-          sgd_steps_per_learner_step=k, action_samples_per_chunk=chunk)
-      nets = module.make_networks(
-          67, -np.ones(21), np.ones(21),
-          policy_layer_sizes=cfg.policy_layer_sizes,
-          critic_layer_sizes=cfg.critic_layer_sizes)
-      state = [learning.init_training_state(nets, cfg, jax.random.PRNGKey(0))]
-      batch = jax.device_put(random_batch(np.random.default_rng(0), k, 256,
-                                          67, 21))
-      step = jax.jit(learning.make_learner_step(nets, cfg), donate_argnums=0)
-
-      def run(step=step, batch=batch, state=state):
-        state[0], _ = step(state[0], batch)
-        jax.block_until_ready(state[0])
-
-      run()
-      variants[f'{name} K={k}'] = (run, k)
-  rates, cpu_rates = time_interleaved(variants, args.window, args.windows)
-  for name, r in rates.items():
-    print(f'{name:8s} {median(r):6.2f} updates/s (windows {spread(r)}), '
-          f'{median(cpu_rates[name]):.2f} per CPU-second')
-  for k in ks:
-    new, old = median(rates[f'new K={k}']), median(rates[f'old K={k}'])
-    print(f'K={k}: new / old = {new / old:.3f}')
+  trees = {'old': extract(args.commit), 'new': common._ROOT}  # pylint: disable=protected-access
+  rates = {}
+  for r in range(args.rounds):
+    order = ['old', 'new'] if r % 2 == 0 else ['new', 'old']
+    for what in ('learner', 'actor'):
+      for name in order:
+        for key, value in probe(trees[name], what, args).items():
+          rates.setdefault((key, name), []).append(value)
+        print(f'round {r} {what} {name} done', flush=True)
+  print(f'\n{args.commit} (old) vs this tree (new), medians of {args.rounds} '
+        'rounds:')
+  for key in sorted({k for k, _ in rates}):
+    old, new = rates[(key, 'old')], rates[(key, 'new')]
+    print(f'{key:12s} old {median(old):9.1f} ({spread(old)})  new '
+          f'{median(new):9.1f} ({spread(new)})  new/old '
+          f'{median(new) / median(old):.3f}')
 
 
 if __name__ == '__main__':

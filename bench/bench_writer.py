@@ -3,24 +3,27 @@
 Per domain, env steps/s of (suite episodes are 1000 steps; --steps is rounded
 up to whole episodes, resets included in the timing):
   raw           dm_control suite.load(...) stepped with uniform random actions
-  wrapped       wpo_agent.environments.make_environment (default: the fused
+  wrapped       wpo_agent.environments.make_environment (the fused
                 ControlSuiteWrapper), random actions
-  wrapped_acme  the same with wrappers='acme' (dm-acme's wrapper stack)
+  wrapped_acme  dm-acme's wrapper stack (tests/reference/acme_wrappers.py,
+                make_acme_environment), random actions
   acme_loop     dm-acme 0.4.0 EnvironmentLoop + random actor + acme
                 NStepTransitionAdder(n=5) on the acme-wrapped environment
                 (the dm-acme baseline)
-  ours_acme     plain loop: WPOActor (policy (256,256,256), VariableClient on a
-                StaticVariableSource) + replay.make_adder(implementation='acme'),
+  ours_acme     loops.ActorLoop (the loop every runner uses): WPOActor (policy
+                (256,256,256), VariableClient on a StaticVariableSource) +
+                acme's adder (tests/reference/acme_adder.py, make_adder),
                 fused environment
-  ours_fast     the same + replay.make_adder() (nstep_writer.NStepTransitionWriter)
+  ours_fast     the same + replay.make_writer (nstep_writer.NStepTransitionWriter)
   ours_fast_acmeenv  ours_fast on the acme-wrapped environment (shows the
                 fused wrapper's share)
   ours_noadd    ours_fast's loop without any writer (policy + env only)
 Adder variants write into a fresh in-process reverb table
 (replay.make_replay_table, rate_limiter='min_size'). Variants run round-robin,
 --repeats times, in one process; medians are printed with the ratios
-ours_fast/acme_loop and ours_fast/raw (and the acme-wrapped counterparts). --breakdown times the pieces of the
-ours_fast loop in one extra pass per domain.
+ours_fast/acme_loop and ours_fast/raw (and the acme-wrapped counterparts).
+--breakdown times the pieces of the ours_fast loop in one extra pass per domain
+(a hand-instrumented copy of loops.ActorLoop.step).
 
   MUJOCO_GL=egl .venv/bin/python bench/bench_writer.py \
       --domains cheetah:run,humanoid:run --steps 3000 --repeats 3
@@ -30,11 +33,15 @@ import argparse
 import gc
 import math
 import os
+import sys
 import time
 
 import common  # noqa: F401  (sys.path for wpo_agent)
 from common import (Stopwatch, emit_json, load_average, median, print_table,
                     spread)
+
+# The acme reference implementations (test oracles) live in tests/reference.
+sys.path.insert(0, os.path.join(common._ROOT, 'tests'))  # pylint: disable=protected-access
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
@@ -50,8 +57,11 @@ import reverb  # noqa: E402
 
 from wpo_agent import acting  # noqa: E402
 from wpo_agent import environments  # noqa: E402
+from wpo_agent import loops  # noqa: E402
 from wpo_agent import networks as networks_lib  # noqa: E402
 from wpo_agent import replay  # noqa: E402
+from reference import acme_adder  # noqa: E402
+from reference import acme_wrappers  # noqa: E402
 
 VARIANTS = ('raw', 'wrapped', 'wrapped_acme', 'acme_loop', 'ours_acme',
             'ours_fast', 'ours_fast_acmeenv', 'ours_noadd')
@@ -104,13 +114,15 @@ class Replay:
   """A fresh in-process reverb server with one transition table."""
 
   def __init__(self, spec, max_size):
-    table = replay.make_replay_table(spec, max_size=max_size, min_size=1,
-                                     rate_limiter='min_size')
+    table = replay.make_replay_table(
+        spec, name=replay.DEFAULT_TABLE, max_size=max_size, min_size=1,
+        samples_per_insert=1.0,  # unused by the 'min_size' limiter
+        rate_limiter='min_size')
     self.server = reverb.Server([table], port=None)
     self.client = reverb.Client(f'localhost:{self.server.port}')
 
   def items(self):
-    return replay.num_items(self.client)
+    return replay.num_items(self.client, replay.DEFAULT_TABLE)
 
   def stop(self):
     self.client = None
@@ -131,19 +143,18 @@ def run_random(env, episodes, rng):
 
 
 def run_actor(env, actor, episodes, sw=None):
-  """Our plain actor loop; returns steps. `sw` (Stopwatch) times pieces."""
-  steps = 0
+  """`episodes` episodes of our actor loop; returns steps.
+
+  Without `sw`: loops.ActorLoop, the loop every runner uses. With `sw` (a
+  Stopwatch, --breakdown): a hand-instrumented copy of ActorLoop.step that
+  times each piece (the timers cost a little per step).
+  """
   if sw is None:
-    for _ in range(episodes):
-      ts = env.reset()
-      actor.observe_first(ts)
-      while not ts.last():
-        action = actor.select_action(ts.observation)
-        ts = env.step(action)
-        actor.observe(action, ts)
-        actor.update()
-        steps += 1
-    return steps
+    loop = loops.ActorLoop(env, actor)
+    while loop.episodes < episodes:
+      loop.step()
+    return loop.steps
+  steps = 0
   for _ in range(episodes):
     with sw('reset+observe_first'):
       ts = env.reset()
@@ -171,9 +182,8 @@ class Domain:
     self.max_size = 2 * self.episodes * 1000 + 100
     self.raw_env = suite.load(domain, task, task_kwargs={'random': 0})
     self.envs = {
-        v: environments.make_environment(
-            domain, task, seed=i,
-            wrappers='acme' if v in ACME_WRAPPED else 'fused')
+        v: (acme_wrappers.make_acme_environment if v in ACME_WRAPPED else
+            environments.make_environment)(domain, task, seed=i)
         for i, v in enumerate(VARIANTS) if v != 'raw'}
     assert (self.envs['wrapped'].observation_spec() ==
             self.envs['wrapped_acme'].observation_spec())
@@ -218,10 +228,11 @@ class Domain:
         steps = counter.get_counts()['steps']
       else:
         if variant == 'ours_acme':
-          adder = replay.make_adder(rep.client, N_STEP, DISCOUNT,
-                                    implementation='acme')
+          adder = acme_adder.make_adder(rep.client, table=replay.DEFAULT_TABLE,
+                                        n_step=N_STEP, discount=DISCOUNT)
         elif variant in ('ours_fast', 'ours_fast_acmeenv'):
-          adder = replay.make_adder(rep.client, N_STEP, DISCOUNT)
+          adder = replay.make_writer(rep.client, table=replay.DEFAULT_TABLE,
+                                     n_step=N_STEP, discount=DISCOUNT)
         actor = self._actor(adder)
         actor.select_action(env.reset().observation)  # params to CPU
         t0 = time.perf_counter()

@@ -12,6 +12,7 @@ Ctrl-C / SIGTERM checkpoints and exits 0.
 """
 
 import contextlib
+import dataclasses
 import io
 import os
 import sys
@@ -28,53 +29,59 @@ from wpo_agent import config as config_lib
 # stderr for our own messages (a bad flag must read as one `error:` line).
 with contextlib.redirect_stderr(io.StringIO()):
   from wpo_agent import environments
+  from wpo_agent import runs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('domain', 'humanoid', 'Control Suite domain.')
-flags.DEFINE_string('task', None, 'Task; default: the domain\'s default task '
-                    '(see wpo_agent/environments.py DEFAULT_TASKS).')
-flags.DEFINE_bool('single_process', False, 'Run actor, learner and replay in '
-                  'one process (no Launchpad).')
-flags.DEFINE_integer('max_actor_steps', 1_000_000,
+_RUN = runs.RunOptions  # every run option's default lives there
+flags.DEFINE_string('domain', _RUN.domain, 'Control Suite domain.')
+flags.DEFINE_string('task', _RUN.task, 'Task; default: the domain\'s default '
+                    'task (see wpo_agent/environments.py DEFAULT_TASKS).')
+flags.DEFINE_bool('single_process', _RUN.single_process, 'Run actor, learner '
+                  'and replay in one process (no Launchpad).')
+flags.DEFINE_integer('max_actor_steps', _RUN.max_actor_steps,
                      'Stop after this many environment steps over all actors.')
 flags.DEFINE_string('workdir', None, 'Output directory; default '
                     'runs/<domain>-<task>-seed<seed>.')
-flags.DEFINE_integer('seed', 0, 'Random seed.')
+flags.DEFINE_integer('seed', _RUN.seed, 'Random seed.')
 flags.DEFINE_string('config', 'acme', 'Config preset: '
                     f'{", ".join(sorted(config_lib.PRESETS))}.')
-flags.DEFINE_integer('eval_every', 10_000, 'Evaluate every this many actor steps.')
-flags.DEFINE_integer('eval_episodes', 5, 'Episodes per evaluation.')
+flags.DEFINE_integer('eval_every', _RUN.eval_every,
+                     'Evaluate every this many actor steps.')
+flags.DEFINE_integer('eval_episodes', _RUN.eval_episodes,
+                     'Episodes per evaluation.')
 flags.DEFINE_multi_string('set', [], 'Override a config field: FIELD=VALUE '
                           '(repeatable), e.g. --set batch_size=512.')
-flags.DEFINE_integer('num_actors', None, 'Actor processes (distributed); '
-                     'default: the config\'s num_actors (4).')
-flags.DEFINE_enum('lp_launch_type', 'local_mp', ['local_mp', 'local_mt'],
+flags.DEFINE_integer('num_actors', _RUN.num_actors,
+                     'Actor processes (distributed mode).')
+flags.DEFINE_enum('lp_launch_type', _RUN.lp_launch_type, runs.LAUNCH_TYPES,
                   'Launchpad launch type (distributed mode).')
-flags.DEFINE_float('progress_every', 5.0, 'Seconds between progress lines.')
-flags.DEFINE_float('checkpoint_every', 600.0, 'Seconds between checkpoints.')
-flags.DEFINE_bool('checkpoint_replay', True, 'Save the replay buffer with each '
-                  'checkpoint (under WORKDIR/replay), so a resumed run keeps '
-                  'its data; --nocheckpoint_replay refills it instead.')
+flags.DEFINE_float('progress_every', _RUN.progress_every_s,
+                   'Seconds between progress lines.')
+flags.DEFINE_float('checkpoint_every', _RUN.checkpoint_every_s,
+                   'Seconds between checkpoints.')
+flags.DEFINE_bool('checkpoint_replay', _RUN.checkpoint_replay, 'Save the '
+                  'replay buffer with each checkpoint (under WORKDIR/replay), '
+                  'so a resumed run keeps its data; --nocheckpoint_replay '
+                  'refills it instead.')
 
 
 class UsageError(Exception):
   """A bad flag value: printed as one line, exit code 2."""
 
 
-def build_config() -> config_lib.WPOConfig:
-  overrides = dict(config_lib.parse_override(s) for s in FLAGS.set)
-  if FLAGS.num_actors is not None:
-    overrides['num_actors'] = FLAGS.num_actors
-  return config_lib.make_config(FLAGS.config, **overrides)
-
-
-def validate_flags() -> None:
-  if FLAGS.max_actor_steps < 1:
-    raise UsageError(f'--max_actor_steps={FLAGS.max_actor_steps}: must be >= 1')
-  if FLAGS.eval_every < 1:
-    raise UsageError(f'--eval_every={FLAGS.eval_every}: must be >= 1')
-  if FLAGS.eval_episodes < 1:
-    raise UsageError(f'--eval_episodes={FLAGS.eval_episodes}: must be >= 1')
+def run_options() -> runs.RunOptions:
+  """The flags as RunOptions (which validate them and resolve the task)."""
+  run = runs.RunOptions(
+      domain=FLAGS.domain, task=FLAGS.task, seed=FLAGS.seed,
+      max_actor_steps=FLAGS.max_actor_steps, eval_every=FLAGS.eval_every,
+      eval_episodes=FLAGS.eval_episodes, progress_every_s=FLAGS.progress_every,
+      checkpoint_every_s=FLAGS.checkpoint_every,
+      checkpoint_replay=FLAGS.checkpoint_replay,
+      single_process=FLAGS.single_process, num_actors=FLAGS.num_actors,
+      lp_launch_type=FLAGS.lp_launch_type)
+  workdir = FLAGS.workdir or os.path.join(
+      'runs', f'{run.domain}-{run.task}-seed{run.seed}')
+  return dataclasses.replace(run, workdir=workdir)
 
 
 def main(argv):
@@ -82,24 +89,16 @@ def main(argv):
   if len(argv) > 1:
     raise UsageError(f'unexpected arguments {argv[1:]}; flags look like '
                      '--domain=cartpole')
-  validate_flags()
-  task = environments.resolve_task(FLAGS.domain, FLAGS.task)
-  config = build_config()
-  workdir = FLAGS.workdir or os.path.join(
-      'runs', f'{FLAGS.domain}-{task}-seed{FLAGS.seed}')
-  from wpo_agent import single_process  # pylint: disable=g-import-not-at-top
-  run = single_process.RunOptions(
-      domain=FLAGS.domain, task=task, seed=FLAGS.seed, workdir=workdir,
-      max_actor_steps=FLAGS.max_actor_steps, eval_every=FLAGS.eval_every,
-      eval_episodes=FLAGS.eval_episodes, progress_every_s=FLAGS.progress_every,
-      checkpoint_every_s=FLAGS.checkpoint_every,
-      checkpoint_replay=FLAGS.checkpoint_replay)
-  try:  # both runners first check the workdir (write_run_config)
-    if FLAGS.single_process:
+  run = run_options()
+  config = config_lib.make_config(
+      FLAGS.config, **dict(config_lib.parse_override(s) for s in FLAGS.set))
+  try:  # both runners first check the workdir (runs.write_run_config)
+    if run.single_process:
+      from wpo_agent import single_process  # pylint: disable=g-import-not-at-top
       summary = single_process.train(run, config)
     else:
       summary = run_distributed(run, config)
-  except single_process.WorkdirMismatchError as e:
+  except runs.WorkdirMismatchError as e:
     raise UsageError(str(e)) from None
   print_summary(summary)
 
@@ -107,7 +106,7 @@ def main(argv):
 def run_distributed(run, config):
   from wpo_agent.distributed import supervisor  # pylint: disable=g-import-not-at-top
   try:
-    return supervisor.run(run, config, FLAGS.lp_launch_type)
+    return supervisor.run(run, config)
   except supervisor.ProgramFailed as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
@@ -141,8 +140,8 @@ def parse_flags(argv):
 def run():
   try:
     app.run(main, flags_parser=parse_flags)
-  except (UsageError, config_lib.ConfigError, environments.UnknownTaskError,
-          flags.Error) as e:
+  except (UsageError, config_lib.ConfigError, runs.RunOptionsError,
+          environments.UnknownTaskError, flags.Error) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

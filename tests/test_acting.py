@@ -159,12 +159,14 @@ def test_episode_into_replay():
       spec, policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
       init_scale=2.0)
   params, _ = _init(nets, 0)
-  table = replay.make_replay_table(spec, max_size=5000, min_size=1,
-                                   rate_limiter='min_size')
+  table = replay.make_replay_table(
+      spec, name=replay.DEFAULT_TABLE, max_size=5000, min_size=1,
+      samples_per_insert=1.0, rate_limiter='min_size')
   server = reverb.Server([table], port=None)
   client = reverb.Client(f'localhost:{server.port}')
   n_step = 5
-  adder = replay.make_adder(client, n_step=n_step, discount=0.99)
+  adder = replay.make_writer(client, table=replay.DEFAULT_TABLE, n_step=n_step,
+                            discount=0.99)
   source = CountingSource(params)
   actor = acting.WPOActor(
       nets.policy, acting.VariableClient(source, update_period=100), seed=0,
@@ -174,7 +176,7 @@ def test_episode_into_replay():
   steps = int(result['episode_length'])
   assert steps == 1000  # cartpole: time limit, no termination
   # T transitions plus n - 1 shorter ones at the episode end.
-  assert replay.num_items(client) == steps + n_step - 1
+  assert replay.num_items(client, replay.DEFAULT_TABLE) == steps + n_step - 1
   assert source.calls == 1 + steps // 100
   items = [s.data for s in client.sample(replay.DEFAULT_TABLE, 200,
                                          emit_timesteps=False,

@@ -118,7 +118,6 @@ BAD_VALUES = [
     ('max_replay_size', 0),
     ('prefetch_size', 0),
     ('variable_update_period', 0),
-    ('num_actors', 0),
     ('samples_per_insert', 0.0),
     ('init_scale', 0.0),
     ('epsilon_mean', -0.01),

@@ -109,6 +109,8 @@ def test_stop_resume_and_finish(tmp_path):
   assert final['learner_steps'] > first['learner_steps']
   rows = _eval_rows(workdir)
   assert rows and int(rows[-1]['actor_steps']) > first_steps
+  # A run that reaches its step limit ends with an evaluation there.
+  assert int(rows[-1]['actor_steps']) >= limit
   assert not _run_processes(workdir)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wpo_agent import environments
+from reference import acme_wrappers
 
 
 def _check_specs(env, obs_dim, act_dim):
@@ -36,7 +37,7 @@ def test_cartpole_swingup_specs():
 
 def test_humanoid_default_task_is_run():
   assert environments.DEFAULT_TASKS['humanoid'] == 'run'
-  env = environments.make_environment('humanoid', seed=0)
+  env = environments.make_environment('humanoid', None, seed=0)
   _check_specs(env, obs_dim=67, act_dim=21)
 
 
@@ -49,7 +50,8 @@ def test_default_tasks_cover_every_domain():
 
 
 def test_two_dimensional_observation_fields_are_flattened():
-  env = environments.make_environment('manipulator', seed=0)  # arm_pos [8, 2]
+  env = environments.make_environment('manipulator', None,
+                                     seed=0)  # arm_pos [8, 2]
   spec = _check_specs(env, obs_dim=44, act_dim=5)
   assert len(spec.observations.shape) == 1
 
@@ -73,7 +75,7 @@ def test_out_of_range_action_is_clipped():
 
 def test_unknown_domain_lists_domains():
   with pytest.raises(environments.UnknownTaskError) as info:
-    environments.make_environment('not_a_domain')
+    environments.make_environment('not_a_domain', None, seed=0)
   message = str(info.value)
   assert isinstance(info.value, ValueError)
   for domain in ('cartpole', 'humanoid', 'cheetah', 'walker'):
@@ -82,7 +84,7 @@ def test_unknown_domain_lists_domains():
 
 def test_unknown_task_lists_tasks():
   with pytest.raises(ValueError) as info:
-    environments.make_environment('cartpole', 'not_a_task')
+    environments.make_environment('cartpole', 'not_a_task', seed=0)
   message = str(info.value)
   for task in suite.TASKS_BY_DOMAIN['cartpole']:
     assert task in message
@@ -125,8 +127,7 @@ def _assert_same_value(x, y):
 ])
 def test_fused_wrapper_matches_acme_stack_exactly(domain, task, steps):
   fused = environments.make_environment(domain, task, seed=11)
-  acme_env = environments.make_environment(domain, task, seed=11,
-                                           wrappers='acme')
+  acme_env = acme_wrappers.make_acme_environment(domain, task, seed=11)
   assert isinstance(fused, environments.ControlSuiteWrapper)
   assert not isinstance(acme_env, environments.ControlSuiteWrapper)
   for name in ('observation_spec', 'action_spec', 'reward_spec',
@@ -158,11 +159,6 @@ def test_fused_wrapper_matches_acme_stack_exactly(domain, task, steps):
       np.testing.assert_array_equal(  # same control reached the physics
           fused.physics.data.ctrl, acme_env.physics.data.ctrl)
   assert saw_last == (steps >= 1000)
-
-
-def test_unknown_wrappers_flag():
-  with pytest.raises(ValueError):
-    environments.make_environment('cartpole', 'swingup', wrappers='gym')
 
 
 class _RecordingEnv(dm_env.Environment):

@@ -1,6 +1,7 @@
 """Tests of the decoupled KL regulariser, its duals and the critic TD loss.
 
-Reference Sec. 2 (KL) and Sec. 3 (critic); expected values computed by hand.
+docs/algorithm.md Sec. 4 (KL) and Sec. 5 (critic); expected values computed by
+hand.
 """
 
 from absl.testing import absltest

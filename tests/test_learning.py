@@ -14,6 +14,7 @@ from wpo_agent import config as config_lib
 from wpo_agent import learner as learner_lib
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
+from wpo_agent import sharding
 from wpo_agent.types import Batch
 
 OBS, ACT, BATCH = 4, 2, 64
@@ -181,7 +182,8 @@ def test_fused_steps_equal_sequential_steps():
   logger = ListLogger()
   learner = learner_lib.WPOLearner(
       networks, config, iter([stack(batch_list[:k]), stack(batch_list[k:])]),
-      jax.random.PRNGKey(0), logger=logger, log_every=2)
+      jax.random.PRNGKey(0), mesh=one_device_mesh(), logger=logger,
+      log_every=2)
   assert leaves_equal(learner.save(), state0)  # same init as setup()
   learner.step()
   assert learner.sgd_steps == int(learner.state.steps) == k
@@ -302,14 +304,16 @@ def test_metrics_finite(overrides):
 # --- WPOLearner -------------------------------------------------------------
 
 
+def one_device_mesh():
+  return sharding.make_mesh(jax.local_devices()[:1])
+
+
 def batch_iterator(k, seed=0):
+  """[K, B] batches, as the replay dataset yields them (also for K = 1)."""
   data = fake_dataset(512, discount=0.9, seed=seed)
   it = batches(data, 10**6)
   while True:
-    if k == 1:
-      yield next(it)
-    else:
-      yield stack([next(it) for _ in range(k)])
+    yield stack([next(it) for _ in range(k)])
 
 
 def test_wpo_learner_k1():
@@ -318,7 +322,8 @@ def test_wpo_learner_k1():
   networks = make_networks(config)
   logger = ListLogger()
   learner = learner_lib.WPOLearner(networks, config, batch_iterator(1),
-                                   jax.random.PRNGKey(0), logger=logger,
+                                   jax.random.PRNGKey(0),
+                                   mesh=one_device_mesh(), logger=logger,
                                    log_every=2)
   assert learner.sgd_steps == 0
   initial = jax.device_get(learner.state.policy_params)
@@ -345,7 +350,8 @@ def test_wpo_learner_k1():
 
   # save/restore into a learner with other params (and a stale served copy).
   other = learner_lib.WPOLearner(networks, config, batch_iterator(1),
-                                 jax.random.PRNGKey(1))
+                                 jax.random.PRNGKey(1),
+                                 mesh=one_device_mesh(), logger=None)
   assert not leaves_equal(other.get_variables(['policy'])[0], served)
   saved = learner.save()
   other.restore(saved)

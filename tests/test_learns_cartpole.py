@@ -22,6 +22,7 @@ import time
 import pytest
 
 from wpo_agent import config as config_lib
+from wpo_agent import runs
 from wpo_agent import single_process
 
 ACTOR_STEPS = 4000
@@ -34,7 +35,7 @@ THRESHOLD = 100.0  # deterministic eval return (random policy: ~22)
 def test_wpo_learns_cartpole_swingup(tmp_path):
   seed = int(os.environ.get('WPO_LEARN_SEED', '0'))
   config = config_lib.make_config('small', **OVERRIDES)
-  run = single_process.RunOptions(
+  run = runs.RunOptions(
       domain='cartpole', task='swingup', seed=seed, workdir=str(tmp_path),
       max_actor_steps=ACTOR_STEPS, eval_every=ACTOR_STEPS, eval_episodes=3,
       progress_every_s=30.0, checkpoint_every_s=1e9, tensorboard=False,

@@ -1,7 +1,8 @@
 """Tests of `wpo_agent.networks` and of gradient isolation between the losses.
 
-Reference Sec. 1 (sg on grad_a Q, the critic loss trains no policy parameter),
-Sec. 3 (critic clips its action) and Sec. 4 (architecture, head init).
+docs/algorithm.md Sec. 2 (sg on grad_a Q, the critic loss trains no policy
+parameter), Sec. 5 (critic clips its action) and Sec. 7 (architecture, head
+init).
 """
 
 import functools
@@ -180,7 +181,7 @@ class CriticTest(chex.TestCase):
 
 
 class GradientIsolationTest(chex.TestCase):
-  """The policy loss trains no critic parameter and vice versa (reference 1)."""
+  """The policy loss trains no critic parameter and vice versa (docs/algorithm.md Sec. 2)."""
 
   def _batch(self):
     keys = jax.random.split(jax.random.PRNGKey(8), 4)

@@ -1,9 +1,8 @@
-"""Tests for wpo_agent.nstep_writer: same items as the acme-based adder."""
+"""Tests for wpo_agent.nstep_writer: same items as acme's adder (the oracle)."""
 
 import gc
 
 from acme import specs
-from acme.adders import reverb as acme_reverb
 import dm_env
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import reverb
 
 from wpo_agent import nstep_writer
 from wpo_agent import replay
+from reference import acme_adder
 
 OBS_DIM, ACT_DIM = 3, 2
 SPEC = specs.EnvironmentSpec(
@@ -23,15 +23,16 @@ TABLE = 't'
 
 def _server(*names):
   tables = [replay.make_replay_table(SPEC, name=name, max_size=10_000,
-                                     min_size=1, rate_limiter='min_size')
+                                     min_size=1, samples_per_insert=1.0,
+                                     rate_limiter='min_size')
             for name in names]
   server = reverb.Server(tables, port=None)
   return server, reverb.Client(f'localhost:{server.port}')
 
 
 def _queue_server():
-  table = reverb.Table.queue(
-      'q', 1000, signature=acme_reverb.NStepTransitionAdder.signature(SPEC))
+  table = reverb.Table.queue('q', 1000,
+                             signature=replay.transition_signature(SPEC))
   server = reverb.Server([table], port=None)
   return server, reverb.Client(f'localhost:{server.port}')
 
@@ -70,7 +71,7 @@ def _feed(make, episodes):
       # add_first after a mid-episode reset() (its python TrajectoryWriter
       # keeps the partial step open), so it gets a new one; ours is reused.
       adder.reset()
-      if isinstance(adder, replay.BootstrapNStepTransitionAdder):
+      if isinstance(adder, acme_adder.BootstrapNStepTransitionAdder):
         del adder
         gc.collect()
         adder = make()
@@ -106,14 +107,14 @@ def test_same_items_as_acme_adder(n_step):
               _random_episode(rng, 1, 'truncated'),
               _random_episode(rng, 12, 'terminal')]
   server, client = _server('acme', 'fast')
-  acme_adder = _feed(lambda: replay.make_adder(
-      client, n_step, 0.97, table='acme', implementation='acme'), episodes)
-  fast = _feed(lambda: replay.make_adder(client, n_step, 0.97, table='fast'),
-               episodes)
-  assert isinstance(acme_adder, replay.BootstrapNStepTransitionAdder)
+  oracle = _feed(lambda: acme_adder.make_adder(
+      client, table='acme', n_step=n_step, discount=0.97), episodes)
+  fast = _feed(lambda: replay.make_writer(client, table='fast', n_step=n_step,
+                                          discount=0.97), episodes)
+  assert isinstance(oracle, acme_adder.BootstrapNStepTransitionAdder)
   assert isinstance(fast, nstep_writer.NStepTransitionWriter)
   fast.close()
-  del acme_adder
+  del oracle
   gc.collect()
   expected = _items(client, 'acme')
   # Items per finished episode of length T: T + min(T, n) - 1; an abandoned
@@ -171,7 +172,5 @@ def test_api_errors():
     writer.add(np.zeros(ACT_DIM, np.float32), ts, extras={'x': 1})
   with pytest.raises(ValueError):
     nstep_writer.NStepTransitionWriter(client, 0, 0.9, TABLE)
-  with pytest.raises(ValueError):
-    replay.make_adder(client, 1, 0.9, TABLE, implementation='other')
   writer.close()
   server.stop()

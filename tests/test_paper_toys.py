@@ -1,4 +1,4 @@
-"""The paper's toy problems (reference Sec. 6.1 and 6.4), via `wpo_agent.toy`."""
+"""The paper's toy problems (docs/algorithm.md Secs. 9.1, 9.4), via `wpo_agent.toy`."""
 
 import math
 
@@ -20,7 +20,7 @@ _SAMPLES = 200_000
 
 
 class GaussianUpdateTest(parameterized.TestCase):
-  """Reference 6.1: Monte Carlo WPO update of N(mu, sigma), Q = -k (a-a*)^2/2."""
+  """docs/algorithm.md Sec. 9.1: MC WPO update of N(mu, sigma), Q = -k (a-a*)^2/2."""
 
   def _check(self, res, exp_mu, exp_sigma):
     # Closed forms typed in independently of toy.expected_gaussian_update.
@@ -77,7 +77,8 @@ class GaussianUpdateTest(parameterized.TestCase):
 
 
 class MixtureToyTest(absltest.TestCase):
-  """Reference 6.4 / paper Fig. 3: WPO puts one component on each maximum.
+  """docs/algorithm.md Sec. 9.4 / paper Fig. 3: WPO puts one component on each
+  maximum.
 
   Initial sigma 1.0 (the paper's figure is reported as either 10 or 1.0): with
   sigma = 1 the components start well inside the convex region of Q and clearly

@@ -1,14 +1,13 @@
-"""Tests for wpo_agent.replay: n-step adder values, rate limiting, dataset."""
+"""Tests for wpo_agent.replay: n-step writer values, rate limiting, dataset."""
 
 from acme import specs
-from acme import types as acme_types
-from acme.adders import reverb as acme_reverb
 import dm_env
 import numpy as np
 import pytest
 import reverb
 import tree
 
+from wpo_agent import ratio
 from wpo_agent import replay
 from wpo_agent import types
 
@@ -31,8 +30,8 @@ def _server(*tables):
 
 def _queue_table(name='q'):
   """A FIFO queue with the transition signature: reads items back in order."""
-  return reverb.Table.queue(
-      name, 1000, signature=acme_reverb.NStepTransitionAdder.signature(SPEC))
+  return reverb.Table.queue(name, 1000,
+                            signature=replay.transition_signature(SPEC))
 
 
 def _run_fake_episode(adder, rewards, discounts, last_step_type):
@@ -65,7 +64,7 @@ def test_adder_n_step_values_by_hand(terminal):
   Stored discount is gamma^k * prod d (acme itself would store gamma^(k-1)).
   """
   server, client = _server(_queue_table())
-  adder = replay.make_adder(client, n_step=3, discount=0.5, table='q')
+  adder = replay.make_writer(client, n_step=3, discount=0.5, table='q')
   last_d = 0.0 if terminal else 1.0
   _run_fake_episode(adder, [1, 2, 4, 8, 16], [1, 1, 1, 1, last_d],
                     dm_env.StepType.LAST)
@@ -91,7 +90,7 @@ def test_adder_matches_reference_with_env_discounts():
   rewards = rng.uniform(-1, 1, T).astype(np.float32)
   discounts = rng.choice([1.0, 0.5], T).astype(np.float32)
   server, client = _server(_queue_table())
-  adder = replay.make_adder(client, n_step=n, discount=gamma, table='q')
+  adder = replay.make_writer(client, n_step=n, discount=gamma, table='q')
   _run_fake_episode(adder, rewards, discounts, dm_env.StepType.LAST)
 
   def reference(t, k):  # t -> t + k
@@ -117,10 +116,10 @@ def _insert_transitions(client, table, num):
   """
   with client.trajectory_writer(num_keep_alive_refs=1) as writer:
     for i in range(num):
-      writer.append(acme_types.Transition(
+      writer.append(types.Batch(
           observation=_obs(i), action=np.full((ACT_DIM,), i, np.float32),
           reward=np.float32(i), discount=np.float32(0.5),
-          next_observation=_obs(i + 1), extras=()))
+          next_observation=_obs(i + 1)))
       step = tree.map_structure(lambda x: x[-1], writer.history)
       writer.create_item(table, 1.0, trajectory=step)
     writer.flush()
@@ -135,12 +134,15 @@ def _num_samples_allowed(client, table, timeout_ms=300):
 
 
 def _transition_table(**kwargs):
-  return replay.make_replay_table(SPEC, name='t', max_size=100, **kwargs)
+  options = dict(samples_per_insert=1.0, rate_limiter='sample_to_insert')
+  options.update(kwargs)
+  return replay.make_replay_table(SPEC, name='t', max_size=100, **options)
 
 
 def test_rate_limiter_blocks_below_min_size_then_holds_ratio():
   spi, min_size = 2.0, 10
-  buffer = replay.default_error_buffer(spi, min_size)  # max(2, 4) = 4
+  buffer = ratio.default_error_buffer(samples_per_insert=spi,
+                                      min_size=min_size)  # max(2, 4) = 4
   assert buffer == 4.0
   server, client = _server(_transition_table(
       min_size=min_size, samples_per_insert=spi))
@@ -177,9 +179,9 @@ def test_bad_rate_limiter_arguments():
   with pytest.raises(ValueError, match='samples_per_insert'):
     _transition_table(min_size=1, samples_per_insert=None)
   with pytest.raises(ValueError, match='min_size'):
-    replay.make_replay_table(SPEC, max_size=5, min_size=10)
+    _transition_table(min_size=200)
   # spi < 1 still gets a legal (>= 1 wide each side) buffer.
-  assert replay.default_error_buffer(0.5, 2) == 2.0
+  assert ratio.default_error_buffer(samples_per_insert=0.5, min_size=2) == 2.0
   _transition_table(min_size=2, samples_per_insert=0.5)
 
 
@@ -190,9 +192,9 @@ def test_dataset_yields_batches(num_sgd_steps):
                                              rate_limiter='min_size'))
   _insert_transitions(client, 't', 40)
   iterator = replay.make_dataset_iterator(
-      client.server_address, 't', batch_size=batch_size,
-      num_sgd_steps=num_sgd_steps, prefetch=1, num_parallel_calls=2)
-  lead = (batch_size,) if num_sgd_steps == 1 else (num_sgd_steps, batch_size)
+      client.server_address, table='t', batch_size=batch_size,
+      num_sgd_steps=num_sgd_steps, prefetch=1)
+  lead = (num_sgd_steps, batch_size)  # [K, B], also for K = 1
   for _ in range(2):
     batch = next(iterator)
     assert isinstance(batch, types.Batch)

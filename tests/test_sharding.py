@@ -1,4 +1,5 @@
-"""The data-parallel learner step equals the single-device step.
+"""The data-parallel learner step (and WPOLearner on 2 devices) equals the
+single-device step.
 
 Runs in a subprocess: the number of host CPU devices is fixed when jax starts
 (XLA_FLAGS=--xla_force_host_platform_device_count=2).
@@ -13,6 +14,7 @@ import pytest
 _SCRIPT = r'''
 import jax, jax.numpy as jnp, numpy as np
 from wpo_agent import config as C, networks as N, learning as L, sharding as S
+from wpo_agent import learner as LR
 from wpo_agent.types import Batch
 assert len(jax.devices()) == 2, jax.devices()
 cfg = C.make_config('small', policy_layer_sizes=(16, 16),
@@ -46,6 +48,19 @@ moved = jax.tree.leaves(jax.tree.map(
     lambda a, b: float(jnp.max(jnp.abs(a - b))), s2.policy_params,
     L.init_training_state(nets, cfg, jax.random.PRNGKey(0)).policy_params))
 assert max(moved) > 1e-4, max(moved)
+# The learner runs the sharded step over the mesh it is given.
+learner = LR.WPOLearner(nets, cfg, iter([jax.tree.map(lambda x: x[i], batches)
+                                         for i in range(3)]),
+                        jax.random.PRNGKey(0), mesh=S.make_mesh(), logger=None)
+for _ in range(3):
+  learner.step()
+leaf = jax.tree.leaves(learner.state.policy_params)[0]
+assert len(leaf.sharding.device_set) == 2  # replicated over both devices
+diffs = jax.tree.leaves(jax.tree.map(
+    lambda a, b: float(np.max(np.abs(np.asarray(a, np.float32) -
+                                     np.asarray(b, np.float32)))),
+    jax.device_get(s1), learner.save()))
+assert max(diffs) < 1e-5, max(diffs)
 print('OK', max(diffs))
 '''
 

@@ -13,6 +13,7 @@ import pytest
 from wpo_agent import checkpointing
 from wpo_agent import replay
 from wpo_agent import config as config_lib
+from wpo_agent import runs
 from wpo_agent import single_process
 
 import replay_checkpoints
@@ -33,7 +34,7 @@ def run_options(workdir, max_actor_steps, **kwargs):
                  eval_every=300, eval_episodes=1, progress_every_s=1e9,
                  checkpoint_every_s=1e9, tensorboard=True, quiet=True)
   options.update(kwargs)
-  return single_process.RunOptions(**options)
+  return runs.RunOptions(**options)
 
 
 def read_csv(path):
@@ -160,20 +161,20 @@ def test_resume_without_replay_checkpoint_refills(tmp_path):
 
 def test_resume_check_refuses_another_runs_workdir(tmp_path):
   config = tiny_config()
-  single_process.write_run_config(str(tmp_path), run_options(tmp_path, 10),
+  runs.write_run_config(str(tmp_path), run_options(tmp_path, 10),
                                   config)
   # No checkpoint yet: anything may reuse the workdir.
-  single_process.check_resumable(
+  runs.check_resumable(
       str(tmp_path), run_options(tmp_path, 10, domain='walker', task='walk'),
       config)
   (tmp_path / 'checkpoints' / '10').mkdir(parents=True)
   # Hyperparameters that do not shape the state may change on a resume...
-  single_process.check_resumable(
+  runs.check_resumable(
       str(tmp_path), run_options(tmp_path, 20),
       dataclasses.replace(config, policy_learning_rate=1e-4))
   # ...the task and the network sizes may not.
-  with pytest.raises(single_process.WorkdirMismatchError) as e:
-    single_process.check_resumable(
+  with pytest.raises(runs.WorkdirMismatchError) as e:
+    runs.check_resumable(
         str(tmp_path), run_options(tmp_path, 20, task='balance'),
         dataclasses.replace(config, critic_layer_sizes=(32, 32)))
   message = str(e.value)
@@ -184,12 +185,50 @@ def test_resume_check_refuses_another_runs_workdir(tmp_path):
   # checkpoint would be restored those may not change either.
   (tmp_path / replay.REPLAY_CHECKPOINT_DIR / 'some-checkpoint').mkdir(
       parents=True)
-  with pytest.raises(single_process.WorkdirMismatchError,
+  with pytest.raises(runs.WorkdirMismatchError,
                      match=r'samples_per_insert: saved 32.0, now 64.0\).*'
                      r'--nocheckpoint_replay'):
-    single_process.check_resumable(
+    runs.check_resumable(
         str(tmp_path), run_options(tmp_path, 20),
         dataclasses.replace(config, samples_per_insert=64.0))
-  single_process.check_resumable(
+  runs.check_resumable(
       str(tmp_path), run_options(tmp_path, 20, checkpoint_replay=False),
       dataclasses.replace(config, samples_per_insert=64.0))
+  # The single-process runner keeps the ratio itself over a MinSize table,
+  # so there samples_per_insert may change with the replay restored; the mode
+  # may not (the restored table would keep the other mode's limiter).
+  # (A launch without the replay may switch modes: its config.json then
+  # records single-process mode.)
+  runs.write_run_config(str(tmp_path), run_options(
+      tmp_path, 20, single_process=True, checkpoint_replay=False), config)
+  runs.check_resumable(
+      str(tmp_path), run_options(tmp_path, 30, single_process=True),
+      dataclasses.replace(config, samples_per_insert=64.0))
+  with pytest.raises(runs.WorkdirMismatchError,
+                     match=r'single_process: saved True, now False'):
+    runs.check_resumable(str(tmp_path), run_options(tmp_path, 30), config)
+  with pytest.raises(runs.WorkdirMismatchError, match=r'max_replay_size'):
+    runs.check_resumable(
+        str(tmp_path), run_options(tmp_path, 30, single_process=True),
+        dataclasses.replace(config, max_replay_size=20_000))
+
+
+def test_resume_follows_new_eval_schedule_and_ends_with_an_eval(tmp_path):
+  config = tiny_config()
+  # Not a multiple of eval_every: the run still ends with an evaluation.
+  single_process.train(run_options(tmp_path, 650, eval_every=300), config)
+  assert [int(r['actor_steps']) for r in read_csv(tmp_path / 'eval.csv')] == [
+      300, 600, 650]
+  # Resumed with a finer schedule: evaluations at its multiples from the
+  # resume point (not at the old schedule's next point, 900).
+  single_process.train(run_options(tmp_path, 900, eval_every=100), config)
+  rows = read_csv(tmp_path / 'eval.csv')
+  assert [int(r['actor_steps']) for r in rows] == [
+      300, 600, 650, 700, 800, 900]
+  # Run again at the limit: nothing to do, and no second eval at 900.
+  summary = single_process.train(run_options(tmp_path, 900, eval_every=100),
+                                 config)
+  assert summary['actor_steps'] == 900
+  assert summary['last_eval_return'] == pytest.approx(
+      float(rows[-1]['eval_return_mean']))
+  assert len(read_csv(tmp_path / 'eval.csv')) == len(rows)

@@ -1,4 +1,5 @@
-"""Tests of `losses.wpo_policy_loss` against closed forms (reference Sec. 1, 6.2-6.3).
+"""Tests of `losses.wpo_policy_loss` against closed forms (docs/algorithm.md Secs.
+2-3, 9.2-9.3).
 
 Per-sample estimates are read off in one gradient call by giving every sample its
 own copy of the parameters: with mu, sigma of shape [B, 1] and actions [1, B, 1],
@@ -29,7 +30,7 @@ def _per_sample_wpo(mu, sigma, actions, dq_da, fisher=True):
 
 
 class LinearQTest(chex.TestCase):
-  """Reference 6.2: for Q(a) = w.a the natural WPO mean update is w per sample."""
+  """docs/algorithm.md Sec. 9.2: for Q = w.a the natural mean update is w per sample."""
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_mean_update_is_w_for_every_sample(self):
@@ -80,7 +81,7 @@ _Q_FNS = {'sin': jnp.sin, 'quartic': lambda a: -a**4 / 100 + a**2}
 
 
 class ExpectedUpdateTest(chex.TestCase):
-  """Reference 6.3: natural WPO = SVG(0) = score-function PG in expectation.
+  """docs/algorithm.md Sec. 9.3: natural WPO = SVG(0) = score-function PG in mean.
 
   All three estimate the plain gradient of E[Q]: the raw WPO direction is
   F grad E[Q] for a Gaussian (Stein / Price), so F^{-1} recovers grad E[Q]. SVG(0)
@@ -148,7 +149,7 @@ def _central_difference(fn, x, h=1e-2):
 
 
 class GradLogProbTest(chex.TestCase):
-  """Reference 6 / Sec. 1: grad_a log pi via vjp, and the stopped actions."""
+  """docs/algorithm.md Sec. 2: grad_a log pi via vjp, and the stopped actions."""
 
   def _dists(self):
     gauss = dists.Gaussian(jnp.array([[0.5, -1.0]]), jnp.array([[0.8, 1.7]]))
@@ -199,7 +200,7 @@ class GradLogProbTest(chex.TestCase):
       actions = mu + sigma * eps  # keeps a path to mu; the loss must stop it
       return losses.wpo_policy_loss(dists.Gaussian(mu, sigma), actions, dq_da)
 
-    def naive_loss(mu, sigma):  # the reference's "most common silent bug"
+    def naive_loss(mu, sigma):  # the "silent bug" of docs/algorithm.md Sec. 2
       actions = mu + sigma * eps
       logp, vjp_fn = jax.vjp(dists.Gaussian(mu, sigma).log_prob, actions)
       return -jnp.sum(vjp_fn(jnp.ones_like(logp))[0] * dq_da)

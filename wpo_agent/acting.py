@@ -39,7 +39,6 @@ class VariableClient:
     self._update_period = update_period
     self._calls = 0
     self._params: Optional[Params] = None
-    self.num_fetches = 0
 
   @property
   def params(self) -> Params:
@@ -66,7 +65,6 @@ class VariableClient:
       raise ValueError(f'get_variables([{self._key!r}]) returned {len(values)} '
                        'values, expected 1')
     self._params = values[0]
-    self.num_fetches += 1
 
 
 class WPOActor(core.Actor):

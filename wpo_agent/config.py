@@ -1,6 +1,6 @@
 """WPO configuration: one typed dataclass, validated on construction, plus presets.
 
-Defaults are the reference defaults (shared/docs/wpo_reference.md Secs. 2-5).
+Defaults and what they follow: docs/algorithm.md Secs. 4-8.
 Presets: `acme` (Acme's examples/baselines/rl_continuous/run_wpo.py) and `paper`
 (what the WPO paper reports for the Control Suite); BUILD_NOTES.md lists their
 differences.
@@ -10,11 +10,9 @@ import dataclasses
 import typing
 from typing import Any, Dict, Mapping, Tuple
 
-POLICY_FAMILIES = ('gaussian', 'mixture')
-AGGREGATES = ('mean', 'max')
-SQUASHES = ('identity', 'cbrt')
-KL_CONSTRAINTS = ('soft', 'hard')
-RATE_LIMITERS = ('sample_to_insert', 'min_size')
+from wpo_agent import losses
+from wpo_agent import networks
+from wpo_agent import ratio
 
 
 class ConfigError(ValueError):
@@ -25,7 +23,7 @@ class ConfigError(ValueError):
 class WPOConfig:
   """Every hyperparameter of the agent, threaded from here exactly once."""
 
-  # --- networks (reference Sec. 4) ---
+  # --- networks (docs/algorithm.md Sec. 7) ---
   policy_family: str = 'gaussian'  # 'gaussian' or 'mixture' (K diagonal Gaussians)
   num_components: int = 5  # K, mixture only
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
@@ -33,7 +31,7 @@ class WPOConfig:
   init_scale: float = 0.5  # policy sigma at initialisation
   min_scale: float = 1e-6  # floor on policy sigma
 
-  # --- WPO policy loss (Sec. 1) ---
+  # --- WPO policy loss (Secs. 2-3) ---
   num_action_samples: int = 20  # N: samples per state for the WPO loss and the bootstrap
   use_natural_gradient: bool = True  # inverse-Fisher (sigma^2) scaling of the WPO term
   dq_da_squash: str = 'identity'  # 'identity' or 'cbrt' applied to grad_a Q
@@ -43,7 +41,7 @@ class WPOConfig:
   # 0 = auto: the largest divisor of N that is <= 4 on CPU, all N on GPU/TPU.
   action_samples_per_chunk: int = 0
 
-  # --- KL regulariser (Sec. 2) ---
+  # --- KL regulariser (Sec. 4) ---
   kl_constraint: str = 'soft'  # 'soft': frozen duals; 'hard': duals learned with Adam
   epsilon_mean: float = 0.01  # KL bound on the mean (hard) / only logged (soft)
   epsilon_stddev: float = 1e-6  # KL bound on the stddev
@@ -51,20 +49,20 @@ class WPOConfig:
   init_log_alpha_stddev: float = 10000.0  # softplus(1e4) ~ 1e4
   dual_learning_rate: float = 1e-2  # Adam lr of the log-alphas (hard only)
 
-  # --- critic (Sec. 3) ---
+  # --- critic (Secs. 5-6) ---
   discount: float = 0.99  # gamma per environment step
   n_step: int = 5  # n-step transitions
   bootstrap_aggregate: str = 'mean'  # 'mean' (Acme) or 'max' (paper) over N target samples
   target_update_period: int = 100  # SGD steps between hard target copies
 
-  # --- optimiser (Sec. 5) ---
+  # --- optimiser (Sec. 8) ---
   policy_learning_rate: float = 3e-4
   critic_learning_rate: float = 3e-4
   adam_b1: float = 0.9
   adam_b2: float = 0.999
   weight_decay: float = 0.0  # AdamW decoupled weight decay; 0 = plain Adam
 
-  # --- data (Sec. 5) ---
+  # --- data (Sec. 8) ---
   batch_size: int = 256
   sgd_steps_per_learner_step: int = 1  # K SGD steps fused per jitted call (lax.scan)
   max_replay_size: int = 1_000_000
@@ -73,9 +71,8 @@ class WPOConfig:
   rate_limiter: str = 'sample_to_insert'  # or 'min_size' (no ratio; debugging)
   prefetch_size: int = 4  # batches the learner's dataset prepares ahead
 
-  # --- actors (Sec. 5) ---
+  # --- actors (Sec. 8) ---
   variable_update_period: int = 1000  # actor steps between parameter refreshes
-  num_actors: int = 4  # distributed mode only
 
   def __post_init__(self):
     for name in ('policy_layer_sizes', 'critic_layer_sizes'):
@@ -84,16 +81,16 @@ class WPOConfig:
       if not value or any(not isinstance(h, int) or h < 1 for h in value):
         raise ConfigError(f'{name}={value!r}: need a non-empty tuple of '
                           'positive ints, e.g. (256, 256, 256)')
-    _choice('policy_family', self.policy_family, POLICY_FAMILIES)
-    _choice('bootstrap_aggregate', self.bootstrap_aggregate, AGGREGATES)
-    _choice('dq_da_squash', self.dq_da_squash, SQUASHES)
-    _choice('kl_constraint', self.kl_constraint, KL_CONSTRAINTS)
-    _choice('rate_limiter', self.rate_limiter, RATE_LIMITERS)
+    # Each choice's allowed values belong to the module that implements it.
+    _choice('policy_family', self.policy_family, networks.POLICY_FAMILIES)
+    _choice('bootstrap_aggregate', self.bootstrap_aggregate, losses.AGGREGATES)
+    _choice('dq_da_squash', self.dq_da_squash, losses.SQUASHES)
+    _choice('kl_constraint', self.kl_constraint, losses.KL_CONSTRAINTS)
+    _choice('rate_limiter', self.rate_limiter, ratio.RATE_LIMITERS)
     for name in ('num_components', 'num_action_samples', 'n_step',
                  'target_update_period', 'batch_size',
                  'sgd_steps_per_learner_step', 'max_replay_size',
-                 'min_replay_size', 'prefetch_size', 'variable_update_period',
-                 'num_actors'):
+                 'min_replay_size', 'prefetch_size', 'variable_update_period'):
       _at_least(name, getattr(self, name), 1)
     for name in ('init_scale', 'policy_learning_rate', 'critic_learning_rate',
                  'samples_per_insert', 'epsilon_mean', 'epsilon_stddev'):

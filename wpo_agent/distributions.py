@@ -12,7 +12,8 @@ Shapes: a distribution over actions of dimension D with batch shape [B].
 
 The natural-gradient adaptors (`natural_gradient_*`) rescale gradients by the
 inverse Fisher of the parameterisation, straight-through: forward values are
-unchanged, only the backward pass is scaled (paper Sec. 3.2 / reference Sec. 1).
+unchanged, only the backward pass is scaled (paper Sec. 3.2 / docs/algorithm.md
+Sec. 3).
 """
 
 from typing import NamedTuple, Tuple

@@ -8,15 +8,10 @@
     (the policy is an unbounded Gaussian; replay stores the unclipped action);
   - rewards and discounts: float32 scalars.
 
-Two interchangeable implementations (`make_environment(..., wrappers=...)`):
-  'fused' (default): ControlSuiteWrapper (here), one wrapper doing all of the
-      above in one pass with precomputed state (~40-50 us/step less than the
-      acme stack on cheetah); bit-for-bit the same observations, rewards,
-      discounts, step types and specs as the acme stack (tested).
-  'acme': the dm-acme 0.4.0 wrapper stack, innermost first:
-      _FlattenObservationsWrapper (here; only for suites with >1-D observation
-      fields: manipulator, stacker) -> acme ConcatObservationWrapper ->
-      acme CanonicalSpecWrapper(clip=True) -> acme SinglePrecisionWrapper.
+ControlSuiteWrapper does all of the above in one pass with precomputed state
+(~40-50 us/step less than dm-acme 0.4.0's wrapper stack on cheetah), with
+bit-for-bit the same observations, rewards, discounts, step types and specs as
+that stack (the test oracle tests/reference/acme_wrappers.py).
 """
 
 from typing import Dict, Optional
@@ -82,29 +77,6 @@ def resolve_task(domain: str, task: Optional[str] = None) -> str:
         f'tasks: {", ".join(tasks)} (default: '
         f'{DEFAULT_TASKS.get(domain, tasks[0])}).')
   return task
-
-
-class _FlattenObservationsWrapper(acme_wrappers.EnvironmentWrapper):
-  """Ravels every observation field to 1-D.
-
-  acme's ConcatObservationWrapper concatenates along axis 0 and so fails on the
-  2-D fields of manipulator/stacker (e.g. arm_pos [8, 2]).
-  """
-
-  def _flatten(self, timestep: dm_env.TimeStep) -> dm_env.TimeStep:
-    return timestep._replace(
-        observation=tree.map_structure(np.ravel, timestep.observation))
-
-  def reset(self) -> dm_env.TimeStep:
-    return self._flatten(self._environment.reset())
-
-  def step(self, action) -> dm_env.TimeStep:
-    return self._flatten(self._environment.step(action))
-
-  def observation_spec(self):
-    def flat(spec):
-      return spec.replace(shape=(int(np.prod(spec.shape)),))
-    return tree.map_structure(flat, self._environment.observation_spec())
 
 
 def _single_precision_dtype(dtype) -> np.dtype:
@@ -235,47 +207,25 @@ class ControlSuiteWrapper(acme_wrappers.EnvironmentWrapper):
     return self._discount_spec
 
 
-WRAPPERS = ('fused', 'acme')
-
-
-def make_environment(domain: str,
-                     task: Optional[str] = None,
-                     seed: Optional[int] = None,
-                     wrappers: str = 'fused') -> dm_env.Environment:
-  """Loads suite `domain`/`task` (default task: DEFAULT_TASKS) and wraps it.
+def make_environment(domain: str, task: Optional[str], *,
+                     seed: Optional[int]) -> dm_env.Environment:
+  """Loads suite `domain`/`task` (None: DEFAULT_TASKS[domain]) and wraps it.
 
   Args:
     domain: a dm_control.suite domain, e.g. 'cartpole', 'humanoid'.
     task: a task of that domain; None picks DEFAULT_TASKS[domain].
     seed: seeds the task's RandomState (initial states); None is random.
-    wrappers: 'fused' (ControlSuiteWrapper, fast) or 'acme' (dm-acme's
-      wrapper stack); both give bit-identical timesteps and specs.
 
   Returns:
-    An environment with flat float32 observations [O] and [-1, 1]^D actions
+    A ControlSuiteWrapper: flat float32 observations [O] and [-1, 1]^D actions
     that are clipped to the suite's bounds (out-of-range actions are legal).
 
   Raises:
     UnknownTaskError (a ValueError): unknown domain or task; lists the options.
-    ValueError: unknown `wrappers`.
   """
-  if wrappers not in WRAPPERS:
-    raise ValueError(f'wrappers must be one of {WRAPPERS}, got {wrappers!r}')
   task = resolve_task(domain, task)
-  env = suite.load(domain, task, task_kwargs={'random': seed})
-  if wrappers == 'fused':
-    return ControlSuiteWrapper(env)
-  return _acme_wrap(env)
-
-
-def _acme_wrap(env: dm_env.Environment) -> dm_env.Environment:
-  """dm-acme's wrapper stack (the reference ControlSuiteWrapper matches)."""
-  if any(len(s.shape) > 1 for s in tree.flatten(env.observation_spec())):
-    env = _FlattenObservationsWrapper(env)
-  env = acme_wrappers.ConcatObservationWrapper(env)
-  env = acme_wrappers.CanonicalSpecWrapper(env, clip=True)
-  env = acme_wrappers.SinglePrecisionWrapper(env)
-  return env
+  return ControlSuiteWrapper(suite.load(domain, task,
+                                        task_kwargs={'random': seed}))
 
 
 def environment_spec(env: dm_env.Environment) -> specs.EnvironmentSpec:

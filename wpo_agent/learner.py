@@ -2,7 +2,9 @@
 
 Implements `acme.core.Learner` (step), `VariableSource` (get_variables: actors get
 the TARGET policy parameters, as in Acme's WPO) and `Saveable` (save/restore of
-the full TrainingState).
+the full TrainingState). The step runs data-parallel over the devices of
+`mesh` (`sharding.py`): the state is replicated, each [K, B] batch is split
+along B; on one device this is the plain jitted step.
 """
 
 import threading
@@ -16,6 +18,7 @@ import numpy as np
 from wpo_agent import config as config_lib
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
+from wpo_agent import sharding
 from wpo_agent.types import Batch
 
 
@@ -27,16 +30,19 @@ class WPOLearner(acme.Learner, acme.Saveable):
                config: config_lib.WPOConfig,
                iterator: Iterator[Batch],
                key: jax.Array,
-               logger: Optional[Any] = None,
+               *,
+               mesh: jax.sharding.Mesh,
+               logger: Optional[Any],
                log_every: int = 10):
     self._config = config
     self._iterator = iterator
     self._logger = logger
     self._log_every = log_every
-    self._state = learning.init_training_state(networks, config, key)
-    # Donating the state lets XLA update parameters in place.
-    self._learner_step = jax.jit(learning.make_learner_step(networks, config),
-                                 donate_argnums=0)
+    self._learner_step, self._state_sharding, self._batch_sharding = (
+        sharding.make_sharded_learner_step(networks, config, mesh))
+    self._state = jax.device_put(
+        learning.init_training_state(networks, config, key),
+        self._state_sharding)
     self._calls = 0
     self._last_metrics: Dict[str, float] = {}
     # Serialises state access between the stepping thread and readers (courier
@@ -62,8 +68,7 @@ class WPOLearner(acme.Learner, acme.Saveable):
   def step(self) -> Dict[str, float]:
     """One call = `sgd_steps_per_learner_step` SGD steps on one [K, B] batch."""
     batch = next(self._iterator)  # may block on the rate limiter: not locked
-    if self._config.sgd_steps_per_learner_step == 1:
-      batch = jax.tree.map(lambda x: x[None], batch)  # [B, ...] -> [1, B, ...]
+    batch = jax.device_put(batch, self._batch_sharding)
     with self._lock:
       self._state, metrics = self._learner_step(self._state, batch)
       self._sgd_steps += self._config.sgd_steps_per_learner_step
@@ -104,7 +109,8 @@ class WPOLearner(acme.Learner, acme.Saveable):
 
   def restore(self, state: learning.TrainingState) -> None:
     with self._lock:
-      self._state = jax.device_put(jax.tree.map(np.asarray, state))
+      self._state = jax.device_put(jax.tree.map(np.asarray, state),
+                                   self._state_sharding)
       self._sgd_steps = int(self._state.steps)
       self._published = None
       self._publish()

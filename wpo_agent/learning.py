@@ -1,6 +1,6 @@
 """The WPO learner's state and its pure SGD step (no I/O, no Acme, no Reverb).
 
-One SGD step (reference Secs. 1-3):
+One SGD step (docs/algorithm.md Secs. 1-6):
   1. critic: n-step TD towards R + gamma_n * agg_n Q_bar(s_{t+n}, a_n ~ pi_bar);
   2. policy: WPO loss at N fresh online-policy samples, with grad_a Q from the
      online critic, plus the decoupled KL to the target policy;
@@ -102,31 +102,47 @@ def resolve_samples_per_chunk(config: config_lib.WPOConfig,
   return max(d for d in range(1, min(n, 4) + 1) if n % d == 0)
 
 
-def make_sgd_step(networks: networks_lib.WPONetworks,
-                  config: config_lib.WPOConfig
-                  ) -> Callable[[TrainingState, Batch], Tuple[TrainingState,
-                                                               Metrics]]:
-  """Returns the pure (un-jitted) single SGD step closed over networks/config."""
+class LossFns(NamedTuple):
+  """The named pieces of one SGD step (benchmarks time these, not copies).
+
+  critic_loss(critic_params, target_policy_params, target_critic_params,
+      batch [B], key) -> (loss, ([B] q_tm1, [B] TD targets))
+  action_gradient(critic_params, obs [B, O], actions [N, B, D]) -> [N, B, D]
+  policy_loss(policy_params, dual_params, target_policy_params, obs [B, O],
+      actions [N, B, D], dq_da [N, B, D]) -> (loss, (wpo loss, KLPenalty, pi))
+  """
+  critic_loss: Callable
+  action_gradient: Callable
+  policy_loss: Callable
+
+
+def make_loss_fns(networks: networks_lib.WPONetworks,
+                  config: config_lib.WPOConfig) -> LossFns:
+  """The losses of docs/algorithm.md, closed over networks and config."""
   policy_apply = networks.policy.apply
   critic_apply = networks.critic.apply
-  opt = make_optimizers(config)
   num_samples = config.num_action_samples
-  learn_duals = config.kl_constraint == 'hard'
   samples_per_chunk = resolve_samples_per_chunk(config)
 
-  def critic_loss_fn(critic_params, state: TrainingState, batch: Batch, key):
+  def critic_loss(critic_params, target_policy_params, target_critic_params,
+                  batch: Batch, key):
     q_tm1 = critic_apply(critic_params, batch.observation, batch.action)  # [B]
-    pi_bar_t = policy_apply(state.target_policy_params, batch.next_observation)
+    pi_bar_t = policy_apply(target_policy_params, batch.next_observation)
     a_t = pi_bar_t.sample(key, (num_samples,))  # [N, B, D]
     # The critic broadcasts s_{t+n} [B, O] over the samples a_t [N, B, D].
-    q_t = critic_apply(state.target_critic_params, batch.next_observation,
+    q_t = critic_apply(target_critic_params, batch.next_observation,
                        a_t)  # [N, B]
     loss, target = losses.critic_td_loss(q_tm1, batch.reward, batch.discount,
                                          q_t, config.bootstrap_aggregate)
     return loss, (q_tm1, target)
 
-  def policy_loss_fn(policy_params, dual_params: DualParams, obs, actions,
-                     dq_da, target_policy_params):
+  def action_gradient(critic_params, obs, actions):
+    return losses.action_gradient(
+        lambda a: critic_apply(critic_params, obs, a), actions,
+        samples_per_chunk)  # [N, B, D]
+
+  def policy_loss(policy_params, dual_params: DualParams,
+                  target_policy_params, obs, actions, dq_da):
     pi = policy_apply(policy_params, obs)
     pi_wpo = dists.natural_gradient(pi) if config.use_natural_gradient else pi
     loss_wpo = losses.wpo_policy_loss(pi_wpo, actions, dq_da,
@@ -140,6 +156,20 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
     loss = loss_wpo + penalty.loss_kl + penalty.loss_dual
     return loss, (loss_wpo, penalty, pi)
 
+  return LossFns(critic_loss, action_gradient, policy_loss)
+
+
+def make_sgd_step(networks: networks_lib.WPONetworks,
+                  config: config_lib.WPOConfig
+                  ) -> Callable[[TrainingState, Batch], Tuple[TrainingState,
+                                                               Metrics]]:
+  """Returns the pure (un-jitted) single SGD step closed over networks/config."""
+  policy_apply = networks.policy.apply
+  opt = make_optimizers(config)
+  num_samples = config.num_action_samples
+  learn_duals = config.kl_constraint == 'hard'
+  loss_fns = make_loss_fns(networks, config)
+
   def sgd_step(state: TrainingState, batch: Batch):
     chex.assert_rank([batch.observation, batch.action, batch.reward,
                       batch.discount, batch.next_observation],
@@ -148,8 +178,9 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
 
     # 1. Critic.
     (critic_loss, (q_tm1, td_target)), critic_grads = jax.value_and_grad(
-        critic_loss_fn, has_aux=True)(state.critic_params, state, batch,
-                                      key_critic)
+        loss_fns.critic_loss, has_aux=True)(
+            state.critic_params, state.target_policy_params,
+            state.target_critic_params, batch, key_critic)
 
     # 2. Policy: fresh online samples and grad_a Q from the online critic.
     obs = batch.observation
@@ -157,13 +188,13 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
       obs = jnp.concatenate([obs, batch.next_observation], axis=0)
     pi = policy_apply(state.policy_params, obs)
     actions = jax.lax.stop_gradient(pi.sample(key_policy, (num_samples,)))
-    dq_da = losses.action_gradient(
-        lambda a: critic_apply(state.critic_params, obs, a), actions,
-        samples_per_chunk)  # [N, B, D]
+    dq_da = loss_fns.action_gradient(state.critic_params, obs,
+                                     actions)  # [N, B, D]
     (policy_loss, (loss_wpo, penalty, pi)), (policy_grads, dual_grads) = (
-        jax.value_and_grad(policy_loss_fn, argnums=(0, 1), has_aux=True)(
-            state.policy_params, state.dual_params, obs, actions, dq_da,
-            state.target_policy_params))
+        jax.value_and_grad(loss_fns.policy_loss, argnums=(0, 1),
+                           has_aux=True)(
+            state.policy_params, state.dual_params,
+            state.target_policy_params, obs, actions, dq_da))
 
     # 3. Apply updates.
     critic_updates, critic_opt_state = opt.critic.update(
@@ -200,29 +231,37 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
         steps=steps,
         key=key)
 
-    metrics = {
-        'critic_loss': critic_loss,
-        'policy_loss': policy_loss,
-        'wpo_loss': loss_wpo,
-        'kl_loss': penalty.loss_kl,
-        'dual_loss': penalty.loss_dual,
-        'kl_mean': jnp.mean(penalty.kl_mean),
-        'kl_stddev': jnp.mean(penalty.kl_stddev),
-        'alpha_mean': jnp.mean(penalty.alpha_mean),
-        'alpha_stddev': jnp.mean(penalty.alpha_stddev),
-        'q_mean': jnp.mean(q_tm1),
-        'q_min': jnp.min(q_tm1),
-        'q_max': jnp.max(q_tm1),
-        'td_target_mean': jnp.mean(td_target),
-        'sigma_min': jnp.min(pi.scale),
-        'sigma_max': jnp.max(pi.scale),
-        'dq_da_abs_mean': jnp.mean(jnp.abs(dq_da)),
-        'policy_grad_norm': optax.global_norm(policy_grads),
-        'critic_grad_norm': optax.global_norm(critic_grads),
-    }
+    metrics = _metrics(critic_loss, policy_loss, loss_wpo, penalty, q_tm1,
+                       td_target, pi, dq_da, policy_grads, critic_grads)
     return new_state, metrics
 
   return sgd_step
+
+
+def _metrics(critic_loss, policy_loss, loss_wpo, penalty: losses.KLPenalty,
+             q_tm1, td_target, pi, dq_da, policy_grads,
+             critic_grads) -> Metrics:
+  """What train.csv records of one SGD step (scalars)."""
+  return {
+      'critic_loss': critic_loss,
+      'policy_loss': policy_loss,
+      'wpo_loss': loss_wpo,
+      'kl_loss': penalty.loss_kl,
+      'dual_loss': penalty.loss_dual,
+      'kl_mean': jnp.mean(penalty.kl_mean),
+      'kl_stddev': jnp.mean(penalty.kl_stddev),
+      'alpha_mean': jnp.mean(penalty.alpha_mean),
+      'alpha_stddev': jnp.mean(penalty.alpha_stddev),
+      'q_mean': jnp.mean(q_tm1),
+      'q_min': jnp.min(q_tm1),
+      'q_max': jnp.max(q_tm1),
+      'td_target_mean': jnp.mean(td_target),
+      'sigma_min': jnp.min(pi.scale),
+      'sigma_max': jnp.max(pi.scale),
+      'dq_da_abs_mean': jnp.mean(jnp.abs(dq_da)),
+      'policy_grad_norm': optax.global_norm(policy_grads),
+      'critic_grad_norm': optax.global_norm(critic_grads),
+  }
 
 
 def make_learner_step(networks: networks_lib.WPONetworks,

@@ -97,6 +97,22 @@ def _duration(seconds: float) -> str:
   return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
 
 
+class Every:
+  """A periodic timer: `due()` is True once `seconds` have passed since it
+  was last True (or since it was made)."""
+
+  def __init__(self, seconds: float):
+    self._seconds = seconds
+    self._last = time.time()
+
+  def due(self) -> bool:
+    now = time.time()
+    if now - self._last >= self._seconds:
+      self._last = now
+      return True
+    return False
+
+
 class Progress:
   """Formats the periodic progress line from cumulative counts.
 

@@ -19,7 +19,11 @@ SQUASH_FNS = {
     'identity': lambda x: x,
     'cbrt': jnp.cbrt,
 }
+SQUASHES = tuple(SQUASH_FNS)
 AGGREGATES = ('mean', 'max')
+# 'soft': the alphas stay at their initial values (a fixed KL penalty);
+# 'hard': they are learned by the dual loss of `kl_penalty` (learning.py).
+KL_CONSTRAINTS = ('soft', 'hard')
 
 
 def action_gradient(q_fn: Callable[[Array], Array], actions: Array,

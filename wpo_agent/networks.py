@@ -1,8 +1,8 @@
 """Flax (Linen) networks for WPO: LayerNormMLP torso, policy heads, critic.
 
-Architecture follows Acme's control networks (reference Sec. 4): the first layer is
-Linear -> LayerNorm -> tanh, later layers Linear -> ELU; policy heads start near
-zero; the critic clips its action input to the action bounds.
+Architecture follows Acme's control networks (docs/algorithm.md Sec. 7): the first
+layer is Linear -> LayerNorm -> tanh, later layers Linear -> ELU; policy heads start
+near zero; the critic clips its action input to the action bounds.
 """
 
 import dataclasses

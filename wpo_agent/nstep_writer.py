@@ -1,10 +1,11 @@
 """A lean n-step transition writer: an acme Adder writing flat reverb items.
 
-`NStepTransitionWriter` writes exactly the items of
-`wpo_agent.replay.BootstrapNStepTransitionAdder` (dm-acme 0.4.0's
-NStepTransitionAdder storing the full bootstrap discount) into a table with
-acme's transition signature, at a fraction of its cost (measured ~500 us per
-step for acme's adder on 2 shared CPU cores; see bench/bench_writer.py).
+`NStepTransitionWriter` writes one `types.Batch` row per n-step transition
+(columns in Batch field order) into a table with `replay.transition_signature`.
+Its items are exactly those of dm-acme 0.4.0's NStepTransitionAdder storing the
+full bootstrap discount (the test oracle tests/reference/acme_adder.py), at a
+fraction of its cost (measured ~500 us per step for acme's adder on 2 shared
+CPU cores; see bench/bench_writer.py).
 
 Items, per episode s_0 a_0 r_0 d_0 s_1 ... s_T (same multiset as acme's):
   after add #j (j = 1..T, arriving at s_j) that is not the last step: the
@@ -38,9 +39,8 @@ throttles the actor as with acme. At the end of each episode all items are
 flushed and confirmed by the server (blocking, like acme's end_episode), so
 they are sampleable promptly.
 
-Limits (use replay.make_adder(..., implementation='acme') otherwise): flat
-array observations and actions (no nests), no extras, one table, uniform
-priority.
+Limits: flat array observations and actions (no nests), no extras, one table,
+uniform priority.
 """
 
 import logging
@@ -52,11 +52,13 @@ import numpy as np
 import reverb
 from reverb import pybind as reverb_pybind
 
-_NUM_COLUMNS = 5  # observation, action, reward, discount, next_observation
+from wpo_agent import types
+
+_NUM_COLUMNS = len(types.Batch._fields)
 
 
 class NStepTransitionWriter(acme_adders_base.Adder):
-  """n-step transition writer with the items of BootstrapNStepTransitionAdder.
+  """n-step transition writer (see the module docstring for its items).
 
   add_first(timestep), add(action, next_timestep, extras=()), reset() as an
   acme Adder. An episode ends with a LAST timestep (all its items are then
@@ -81,8 +83,8 @@ class NStepTransitionWriter(acme_adders_base.Adder):
       client: reverb client of the server holding `table`.
       n_step: the n of n-step transitions (>= 1).
       discount: agent discount g (applied in float32, as acme does).
-      table: table name; its signature must be acme's transition signature
-        (replay.make_replay_table) with array observations and no extras.
+      table: table name; its signature must be replay.transition_signature
+        (flat array observations and actions).
       priority: priority of every item (uniform).
       chunk_length: steps per reverb chunk (each step is one transition).
         Measured (2 shared cores): 32 and 64 cost the actor ~10% less than 16;
@@ -131,15 +133,15 @@ class NStepTransitionWriter(acme_adders_base.Adder):
     signature = info[self._table].signature
     if signature is None:
       return None
-    fields = ('observation', 'action', 'reward', 'discount',
-              'next_observation')
-    specs = [getattr(signature, f, None) for f in fields]
+    specs = [getattr(signature, f, None) for f in types.Batch._fields]
+    # Tables restored from checkpoints of earlier versions carry acme's
+    # Transition signature: the same columns and an empty `extras`.
     extras = getattr(signature, 'extras', ())
     if any(s is None or not hasattr(s, 'dtype') for s in specs) or extras:
       raise ValueError(
-          f'table {self._table!r} needs acme transition signature with array '
-          f'fields and no extras; got {signature}. Use the acme adder '
-          '(replay.make_adder(..., implementation="acme")) for nested data.')
+          f'table {self._table!r} needs the signature '
+          f'replay.transition_signature (fields {types.Batch._fields}, flat '
+          f'arrays); got {signature}')
     return [np.dtype(s.dtype.as_numpy_dtype) for s in specs[:4]]
 
   def _init_buffers(self, observation, action) -> None:
@@ -197,8 +199,8 @@ class NStepTransitionWriter(acme_adders_base.Adder):
       raise ValueError('adder.add_first must be called before adder.add.')
     if extras is not None and not (hasattr(extras, '__len__') and
                                    len(extras) == 0):
-      raise NotImplementedError('extras are not supported; use '
-                                'replay.make_adder(..., implementation="acme")')
+      raise NotImplementedError('extras are not supported: an item is a '
+                                'types.Batch row')
     n = self.n_step
     if j == 0:
       if not self._buffers_ready:
@@ -236,8 +238,10 @@ class NStepTransitionWriter(acme_adders_base.Adder):
     slot = start % n
     self._ret_out[()] = self._ret[slot]
     self._disc_out[()] = self._disc[slot] * self._gamma  # acme's last `* g`
-    item = [self._obs[start % (n + 1)], self._act[slot], self._ret_out,
-            self._disc_out, self._obs[end % (n + 1)]]
+    item = types.Batch(observation=self._obs[start % (n + 1)],
+                       action=self._act[slot], reward=self._ret_out,
+                       discount=self._disc_out,
+                       next_observation=self._obs[end % (n + 1)])
     writer = self._get_writer()
     refs = writer.Append(item)
     writer.CreateItem(self._table, self._priority, [[ref] for ref in refs],

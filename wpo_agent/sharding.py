@@ -1,5 +1,8 @@
 """Data-parallel learner step with `jax.jit` shardings (no pmap).
 
+`learner.WPOLearner` always steps through this, over the mesh the builder
+gives it (this host's devices; on one device it is the plain jitted step).
+
 The TrainingState is replicated; the batch is split along its B axis over a 1-D
 device mesh named 'data'. Every loss in `losses.py` averages over the batch, so
 XLA inserts the cross-device reductions itself and the result equals the

@@ -1,4 +1,4 @@
-"""Paper toy problems for WPO (reference Sec. 6; Pfau et al. 2025, Sec. 4 / Fig. 3).
+"""Paper toy problems for WPO (docs/algorithm.md Sec. 9; paper Sec. 4 / Fig. 3).
 
 `gaussian_update` is the Monte Carlo natural WPO update of a state-independent
 Gaussian under the quadratic Q(a) = -k (a - a*)^2 / 2, next to its closed form.
@@ -47,7 +47,8 @@ class GaussianUpdate(NamedTuple):
 
 
 def expected_gaussian_update(mu, sigma, k, a_star, fisher=True):
-  """Closed-form expected WPO update for Q(a) = -k (a - a*)^2 / 2 (ref. 6.1).
+  """Closed-form expected WPO update for Q(a) = -k (a - a*)^2 / 2 (docs/algorithm.md
+  Sec. 9.1).
 
   Raw gradient: E[grad_theta grad_a log pi . grad_a Q] gives
   d mu = -k (mu - a*) / sigma^2 and, since E[(a - mu)(a - a*)] = sigma^2,

@@ -1,43 +1,34 @@
-"""Data types shared by the replay, acting and learning modules.
+"""The one transition schema, from the actors' writer to the learner.
 
 Kept dependency-free (numpy typing only) so any process can import it cheaply.
 """
 
 from typing import Any, NamedTuple
 
-import numpy as np
-
-# A JAX or numpy array; kept loose so this module never imports jax.
+# A JAX, numpy or TensorFlow array or spec; kept loose so this module never
+# imports jax.
 ArrayLike = Any
 
 
 class Batch(NamedTuple):
-  """A batch of n-step transitions: the learner's input.
+  """n-step transitions: a replay item, a dataset element, the learner's input.
 
-  Shapes are [B, ...] for one SGD step, or [K, B, ...] when K SGD steps are
-  fused into one learner call (a leading [K] axis on every field).
+  The writer (`nstep_writer`) stores one transition per replay item with these
+  fields as its columns, in this order; the table signature
+  (`replay.transition_signature`) is a Batch of specs; the dataset yields
+  Batches of shape [K, B, ...]: K SGD steps fused into one learner call, each
+  on B transitions.
 
   The bootstrap target of a transition is
 
       reward + discount * V(next_observation),
 
-  i.e. `discount` is the complete bootstrap multiplier gamma^n * prod_k d_{t+k}
-  (0 after termination); the learner must NOT multiply it by gamma again. See
-  `wpo_agent.replay` for how this differs from acme's stored discount.
+  i.e. `discount` is the complete bootstrap multiplier gamma^k * prod_j d_{t+j}
+  (0 after termination) for the k <= n steps the item spans; the learner must
+  NOT multiply it by gamma again (docs/algorithm.md Sec. 5).
   """
-  observation: ArrayLike       # [B, O] float32, s_t
-  action: ArrayLike            # [B, D] float32, a_t as sampled (unclipped)
-  reward: ArrayLike            # [B] float32, n-step sum_k gamma^k r_{t+k}
-  discount: ArrayLike          # [B] float32, gamma^n x env discounts
-  next_observation: ArrayLike  # [B, O] float32, s_{t+n}
-
-
-def zeros_batch(obs_dim: int, action_dim: int, batch_size: int) -> Batch:
-  """An all-zero float32 Batch [B, ...]; handy for shape inits and tests."""
-  f32 = np.float32
-  return Batch(
-      observation=np.zeros((batch_size, obs_dim), f32),
-      action=np.zeros((batch_size, action_dim), f32),
-      reward=np.zeros((batch_size,), f32),
-      discount=np.zeros((batch_size,), f32),
-      next_observation=np.zeros((batch_size, obs_dim), f32))
+  observation: ArrayLike       # [K, B, O] float32, s_t
+  action: ArrayLike            # [K, B, D] float32, a_t as sampled (unclipped)
+  reward: ArrayLike            # [K, B] float32, sum_j gamma^j r_{t+j}
+  discount: ArrayLike          # [K, B] float32, gamma^k x env discounts
+  next_observation: ArrayLike  # [K, B, O] float32, s_{t+k}

@@ -23,6 +23,9 @@ import traceback
 from typing import Any, Dict, Iterator, Optional
 
 RUNNING, DONE, FAILED = 'running', 'done', 'failed'
+# The stop reason of a run that reached max_actor_steps (it ends with a final
+# evaluation; any other stop does not).
+_STEP_LIMIT = 'reached max_actor_steps'
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -63,6 +66,12 @@ class Control:
     if not os.path.exists(self.stop_path):
       _write_atomic(self.stop_path, reason)
 
+  def request_step_limit_stop(self, limit: int) -> None:
+    self.request_stop(f'{_STEP_LIMIT}={limit}')
+
+  def reached_step_limit(self) -> bool:
+    return (self.stop_reason() or '').startswith(_STEP_LIMIT)
+
   def stop_requested(self) -> bool:
     return os.path.exists(self.stop_path)
 
@@ -89,6 +98,16 @@ class Control:
           if record is not None:
             out[fname[:-len('.json')]] = record
     return out
+
+  def wait_until_ended(self, name: str, timeout_s: float) -> bool:
+    """Waits (at most timeout_s) until node `name` is no longer running."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+      status = self.statuses().get(name)
+      if status is None or status['state'] != RUNNING:
+        return True
+      time.sleep(0.2)
+    return False
 
   def error_text(self, name: str) -> Optional[str]:
     try:

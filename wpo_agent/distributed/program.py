@@ -16,6 +16,7 @@ import launchpad as lp
 from launchpad.nodes.python import local_multi_processing
 
 from wpo_agent import replay as replay_lib
+from wpo_agent import runs
 from wpo_agent.distributed import nodes
 
 # Actors and the evaluator run their small policy on the CPU; one XLA thread
@@ -31,21 +32,22 @@ _CPU_WORKER_ENV = {
 
 def build_program(spec: nodes.Spec) -> lp.Program:
   """Replay, counter, learner, `num_actors` actors, evaluator, step limiter."""
+  run = runs.RunOptions(**spec['run'])
   program = lp.Program('wpo')
   with program.group('replay'):
     replay = program.add_node(lp.ReverbNode(
         functools.partial(nodes.make_replay_tables, spec),
         checkpoint_ctor=(
-            functools.partial(replay_lib.make_checkpointer, spec['workdir'])
-            if spec.get('checkpoint_replay', True) else None)))
+            functools.partial(replay_lib.make_checkpointer, run.workdir)
+            if run.checkpoint_replay else None)))
   with program.group('counter'):
     counter = program.add_node(lp.CourierNode(
-        nodes.make_counter, spec.get('initial_counts', {})))
+        nodes.make_counter, spec['initial_counts']))
   with program.group('learner'):
     learner = program.add_node(lp.CourierNode(
         nodes.LearnerNode, replay, counter, spec))
   with program.group('actor'):
-    for index in range(int(spec['config']['num_actors'])):
+    for index in range(run.num_actors):
       program.add_node(lp.PyNode(nodes.run_actor, index, replay, learner,
                                  counter, spec))
   with program.group('evaluator'):
@@ -58,7 +60,7 @@ def build_program(spec: nodes.Spec) -> lp.Program:
 def launch(spec: nodes.Spec) -> None:
   """Launches the program and blocks until its nodes exit (or we are killed)."""
   program = build_program(spec)
-  if spec.get('lp_launch_type', 'local_mp') == 'local_mt':
+  if spec['run']['lp_launch_type'] == 'local_mt':
     manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
   else:
     cpu = local_multi_processing.PythonProcess(env=_CPU_WORKER_ENV)

@@ -18,14 +18,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
 from wpo_agent import logs
-from wpo_agent import single_process
+from wpo_agent import runs
 from wpo_agent import stopping
 from wpo_agent.distributed import control as control_lib
 
@@ -44,7 +44,16 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 class ProgramFailed(RuntimeError):
-  """A node crashed; the message names it and shows its last error lines."""
+  """A node crashed; `node` names it (None: the launcher itself failed).
+
+  str() is the one-line reason followed by `details` (the node's traceback or
+  the last lines of its log).
+  """
+
+  def __init__(self, reason: str, *, node: Optional[str], details: str):
+    super().__init__(f'{reason}\n{details.rstrip()}' if details else reason)
+    self.node = node
+    self.reason = reason
 
 
 def _tail(path: str, lines: int = 15) -> str:
@@ -87,15 +96,6 @@ def terminate_session(launcher: subprocess.Popen) -> None:
     launcher.wait()
 
 
-def _last_eval(workdir: str) -> Optional[float]:
-  path = os.path.join(workdir, 'eval.csv')
-  lines = _tail(path, 1).strip().split(',')
-  try:
-    return float(lines[2])
-  except (IndexError, ValueError):
-    return None
-
-
 def _expected_nodes(num_actors: int) -> List[str]:
   return (['learner', 'evaluator', 'step_limiter'] +
           [f'actor_{i}' for i in range(num_actors)])
@@ -110,46 +110,51 @@ def _node_log(workdir: str, name: str) -> str:
   return os.path.join(workdir, 'logs', rel)
 
 
-def make_spec(run: single_process.RunOptions, config: config_lib.WPOConfig,
-              lp_launch_type: str) -> Dict[str, Any]:
-  meta = checkpointing.Checkpointer(run.workdir).latest_metadata() or {}
-  initial = {k: meta[k] for k in ('actor_steps', 'learner_steps', 'episodes')
-             if k in meta}
-  return dict(
-      dataclasses.asdict(run), workdir=os.path.abspath(run.workdir),
-      config=config.to_dict(), initial_counts=initial,
-      start_actor_steps=int(meta.get('actor_steps', 0)),
-      start_elapsed_s=float(meta.get('elapsed_s', 0.0)),
-      launch_time=time.time(), lp_launch_type=lp_launch_type)
+def make_spec(run: runs.RunOptions, config: config_lib.WPOConfig,
+              resume: Dict[str, Any]) -> Dict[str, Any]:
+  """The launch spec the nodes read (nodes.py); `resume` is the newest
+  checkpoint's metadata ({} if none)."""
+  return dict(run=run.to_dict(), config=config.to_dict(),
+              initial_counts={k: resume[k] for k in
+                              ('actor_steps', 'learner_steps', 'episodes')
+                              if k in resume},
+              start_actor_steps=int(resume.get('actor_steps', 0)),
+              start_elapsed_s=float(resume.get('elapsed_s', 0.0)),
+              launch_time=time.time())
 
 
-def _check_failures(control, statuses, expected, launcher, stopping_since):
+def _last_eval_return(workdir: str) -> Optional[float]:
+  last = runs.last_eval(workdir)
+  return last[1] if last else None
+
+
+def _check_failures(control, statuses, expected, launcher, launcher_log,
+                    stopping_since) -> None:
   """Raises ProgramFailed for a failed node, a dead node, or a dead launcher."""
+  workdir = os.path.dirname(control.root)
   for name, status in statuses.items():
     if status['state'] == control_lib.FAILED:
-      raise ProgramFailed(
-          f'node {name} failed: {status.get("error", "")}\n'
-          f'{(control.error_text(name) or "").rstrip()}')
-    if (status['state'] == control_lib.RUNNING and
+      raise ProgramFailed(f'node {name} failed: {status.get("error", "")}',
+                          node=name, details=control.error_text(name) or '')
+    if (status['state'] == control_lib.RUNNING and stopping_since is None and
         not psutil.pid_exists(status['pid'])):
-      if stopping_since is None:
-        raise ProgramFailed(f'node {name} (pid {status["pid"]}) died without '
-                            'reporting an error (killed or crashed)')
+      log_path = _node_log(workdir, name)
+      raise ProgramFailed(
+          f'node {name} (pid {status["pid"]}) died without reporting an error '
+          '(killed or crashed)', node=name,
+          details=f'--- last lines of {log_path} ---\n{_tail(log_path)}')
   if launcher.poll() is not None and stopping_since is None:
     missing = [n for n in expected if n not in statuses]
     raise ProgramFailed(
         f'the Launchpad launcher exited (code {launcher.returncode}) before the '
-        f'run ended; nodes not started: {missing or "none"}')
+        f'run ended; nodes not started: {missing or "none"}', node=None,
+        details=f'--- last lines of {launcher_log} ---\n{_tail(launcher_log)}')
 
 
-def run(run_options: single_process.RunOptions, config: config_lib.WPOConfig,
-        lp_launch_type: str = 'local_mp') -> Dict[str, Any]:
-  """Runs the distributed program to completion; returns the run summary."""
-  workdir = os.path.abspath(run_options.workdir)
-  single_process.write_run_config(workdir, run_options, config)
+def _launch(workdir: str, spec: Dict[str, Any]) -> Tuple[subprocess.Popen,
+                                                        str]:
+  """Starts the program in its own session; returns (launcher, its log path)."""
   control = control_lib.Control(workdir)
-  control.reset()
-  spec = make_spec(run_options, config, lp_launch_type)
   spec_path = os.path.join(control.root, 'spec.json')
   with open(spec_path, 'w') as f:
     json.dump(spec, f, indent=2)
@@ -158,80 +163,110 @@ def run(run_options: single_process.RunOptions, config: config_lib.WPOConfig,
   env = dict(os.environ, LAUNCHPAD_LOGGING_DIR=log_dir,
              PYTHONPATH=os.pathsep.join(
                  p for p in (_REPO_ROOT, os.environ.get('PYTHONPATH')) if p))
+  log_path = os.path.join(log_dir, 'launcher.log')
+  with open(log_path, 'w') as log:
+    launcher = subprocess.Popen(
+        [sys.executable, '-m', 'wpo_agent.distributed.program', spec_path],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True)
+  return launcher, log_path
+
+
+class _Stopping:
+  """When a stopping program may be terminated: the learner has saved and the
+  other nodes ended (or had their grace), or the learner's time ran out."""
+
+  def __init__(self, now: float):
+    self.since = now
+    self.learner_done_at = None
+
+  def finished(self, statuses, expected, now: float) -> bool:
+    learner = statuses.get('learner', {}).get('state')
+    if learner == control_lib.DONE and self.learner_done_at is None:
+      self.learner_done_at = now
+    others_done = all(statuses.get(n, {}).get('state') != control_lib.RUNNING
+                      for n in expected)
+    return ((self.learner_done_at is not None and
+             (others_done or now - self.learner_done_at > _OTHERS_STOP_GRACE_S))
+            or now - self.since > _LEARNER_SAVE_TIMEOUT_S)
+
+
+def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
+           launcher_log, expected: List[str], say) -> bool:
+  """Polls the program until it has stopped; returns True if interrupted."""
+  progress = logs.Progress(run.max_actor_steps, batch_size)
+  progress_due = logs.Every(run.progress_every_s)
+  start = time.time()
+  stopping_state = None
+  interrupted = False
+  with stopping.GracefulStop() as stop:
+    while True:
+      time.sleep(_POLL_S)
+      now = time.time()
+      statuses = control.statuses()
+      _check_failures(control, statuses, expected, launcher, launcher_log,
+                      stopping_state and stopping_state.since)
+      if stop.requested and not control.stop_requested():
+        interrupted = True
+        control.request_stop('stop signal received by the supervisor')
+      if control.stop_requested() and stopping_state is None:
+        stopping_state = _Stopping(now)
+        say(f'Stopping: {control.stop_reason()}; waiting for the learner '
+            'to checkpoint.')
+      if stopping_state is not None:
+        if stopping_state.finished(statuses, expected, now):
+          return interrupted
+        continue
+      missing = [n for n in expected if n not in statuses]
+      if missing and now - start > _START_TIMEOUT_S:
+        raise ProgramFailed(f'nodes did not start within '
+                            f'{_START_TIMEOUT_S:.0f} s: {missing}', node=None,
+                            details='')
+      if progress_due.due():
+        counts = control.read_progress() or {}
+        steps = int(counts.get('actor_steps', 0))
+        say(progress.line(steps, int(counts.get('learner_steps', 0)), steps,
+                          _last_eval_return(run.workdir)))
+
+
+def run(run_options: runs.RunOptions,
+        config: config_lib.WPOConfig) -> Dict[str, Any]:
+  """Runs the distributed program to completion; returns the run summary."""
+  run_options = dataclasses.replace(
+      run_options, workdir=os.path.abspath(run_options.workdir),
+      single_process=False)
+  workdir = run_options.workdir
+  runs.write_run_config(workdir, run_options, config)
+  control = control_lib.Control(workdir)
+  control.reset()
+  resume = checkpointing.Checkpointer(workdir).latest_metadata() or {}
+  spec = make_spec(run_options, config, resume)
   say = (lambda *a: None) if run_options.quiet else (
       lambda *a: print(*a, flush=True))
-  expected = _expected_nodes(config.num_actors)
-  say(f'Launching WPO on {spec["domain"]}-{spec["task"]}: {config.num_actors} '
-      f'actors, learner, evaluator, replay; node logs in {log_dir}')
-  launcher_log = open(os.path.join(log_dir, 'launcher.log'), 'w')
-  launcher = subprocess.Popen(
-      [sys.executable, '-m', 'wpo_agent.distributed.program', spec_path],
-      env=env, stdout=launcher_log, stderr=subprocess.STDOUT,
-      stdin=subprocess.DEVNULL, start_new_session=True)
-  progress = logs.Progress(run_options.max_actor_steps, config.batch_size)
-  start = last_line = time.time()
-  stopping_since = learner_done_at = None
-  interrupted = False
+  expected = _expected_nodes(run_options.num_actors)
+  launcher, launcher_log = _launch(workdir, spec)
+  say(f'Launching WPO on {run_options.domain}-{run_options.task}: '
+      f'{run_options.num_actors} actors, learner, evaluator, replay; node logs '
+      f'in {os.path.dirname(launcher_log)}')
   try:
-    with stopping.GracefulStop() as stop:
-      while True:
-        time.sleep(_POLL_S)
-        now = time.time()
-        statuses = control.statuses()
-        _check_failures(control, statuses, expected, launcher, stopping_since)
-        if stop.requested and not control.stop_requested():
-          interrupted = True
-          control.request_stop('stop signal received by the supervisor')
-        if control.stop_requested() and stopping_since is None:
-          stopping_since = now
-          say(f'Stopping: {control.stop_reason()}; waiting for the learner '
-              'to checkpoint.')
-        if stopping_since is not None:
-          learner = statuses.get('learner', {}).get('state')
-          if learner == control_lib.DONE and learner_done_at is None:
-            learner_done_at = now
-          others_done = all(statuses.get(n, {}).get('state') !=
-                            control_lib.RUNNING for n in expected)
-          if ((learner_done_at is not None and
-               (others_done or now - learner_done_at > _OTHERS_STOP_GRACE_S))
-              or now - stopping_since > _LEARNER_SAVE_TIMEOUT_S):
-            break
-          continue
-        missing = [n for n in expected if n not in statuses]
-        if missing and now - start > _START_TIMEOUT_S:
-          raise ProgramFailed(f'nodes did not start within '
-                              f'{_START_TIMEOUT_S:.0f} s: {missing}')
-        if now - last_line >= run_options.progress_every_s:
-          counts = control.read_progress() or {}
-          say(progress.line(int(counts.get('actor_steps', 0)),
-                            int(counts.get('learner_steps', 0)),
-                            int(counts.get('actor_steps', 0)),
-                            _last_eval(workdir)))
-          last_line = now
-  except ProgramFailed as e:
+    interrupted = _watch(run_options, config.batch_size, control, launcher,
+                         launcher_log, expected, say)
+  except ProgramFailed:
     control.request_stop('a node failed')
-    terminate_session(launcher)
-    if 'Traceback' in str(e):  # the node recorded its own error
-      raise
-    name = str(e).split()[1] if str(e).startswith('node ') else None
-    log_path = _node_log(workdir, name) if name else launcher_log.name
-    raise ProgramFailed(f'{e}\n--- last lines of {log_path} ---\n'
-                        f'{_tail(log_path)}') from None
+    raise
   finally:
     if launcher.poll() is None or _session_processes(launcher.pid):
       terminate_session(launcher)
-    launcher_log.close()
-
   learner_state = control.statuses().get('learner', {})
   counts = control.read_progress() or {}
   meta = checkpointing.Checkpointer(workdir).latest_metadata() or {}
-  return dict(domain=spec['domain'], task=spec['task'],
-              actor_steps=int(meta.get('actor_steps',
-                                       counts.get('actor_steps', 0))),
-              learner_steps=int(learner_state.get('learner_steps', meta.get(
-                  'learner_steps', 0))),
-              last_eval_return=_last_eval(workdir),
-              elapsed_s=round(spec['start_elapsed_s'] + time.time() -
-                              spec['launch_time'], 1),
-              stopped_early=interrupted, workdir=workdir,
-              checkpointed=learner_state.get('state') == control_lib.DONE)
+  summary = runs.summary(
+      run_options, run_options.task,
+      actor_steps=meta.get('actor_steps', counts.get('actor_steps', 0)),
+      learner_steps=learner_state.get('learner_steps',
+                                      meta.get('learner_steps', 0)),
+      last_eval_return=_last_eval_return(workdir),
+      elapsed_s=spec['start_elapsed_s'] + time.time() - spec['launch_time'],
+      stopped_early=interrupted)
+  summary['checkpointed'] = learner_state.get('state') == control_lib.DONE
+  return summary

@@ -1,0 +1,145 @@
+"""Builds every part of a run from (config, run options): one place for both runners.
+
+The single-process runner and the distributed program's nodes get their
+environments, networks, replay table, writer, dataset, learner, actor loop and
+evaluator from a `Builder`, and only wire them together. Each hyperparameter
+is read from the config here and passed on by keyword (Acme's
+agents/jax/*/builder.py, without its factory-of-factories).
+"""
+
+import functools
+from typing import Any, Iterator, Optional
+
+from acme import core
+import dm_env
+import jax
+import reverb
+
+from wpo_agent import acting
+from wpo_agent import config as config_lib
+from wpo_agent import environments
+from wpo_agent import learner as learner_lib
+from wpo_agent import logs
+from wpo_agent import loops
+from wpo_agent import networks as networks_lib
+from wpo_agent import ratio
+from wpo_agent import replay
+from wpo_agent import runs
+from wpo_agent import sharding
+from wpo_agent import types
+
+
+class Builder:
+  """Parts of one run; `run.single_process` picks the replay table's limiter."""
+
+  def __init__(self, config: config_lib.WPOConfig, run: runs.RunOptions):
+    self.config = config
+    self.run = run
+    self.task = run.task  # resolved by RunOptions
+
+  # --- environment and networks ---------------------------------------------
+
+  def environment(self, seed: int) -> dm_env.Environment:
+    return environments.make_environment(self.run.domain, self.task, seed=seed)
+
+  @functools.cached_property
+  def environment_spec(self):
+    return environments.environment_spec(self.environment(seed=0))
+
+  @functools.cached_property
+  def networks(self) -> networks_lib.WPONetworks:
+    c = self.config
+    return networks_lib.make_networks_from_spec(
+        self.environment_spec,
+        policy_layer_sizes=c.policy_layer_sizes,
+        critic_layer_sizes=c.critic_layer_sizes,
+        policy_family=c.policy_family,
+        num_components=c.num_components,
+        init_scale=c.init_scale,
+        min_scale=c.min_scale)
+
+  # --- replay ---------------------------------------------------------------
+
+  @property
+  def rate_limiter(self) -> str:
+    # One thread cannot block on itself: the single-process runner keeps the
+    # ratio with `ratio_gate` over a table that only waits for min_size.
+    return 'min_size' if self.run.single_process else self.config.rate_limiter
+
+  def replay_table(self) -> reverb.Table:
+    c = self.config
+    return replay.make_replay_table(
+        self.environment_spec, name=replay.DEFAULT_TABLE,
+        max_size=c.max_replay_size, min_size=c.min_replay_size,
+        samples_per_insert=c.samples_per_insert,
+        rate_limiter=self.rate_limiter)
+
+  def replay_checkpointer(self) -> Optional[Any]:
+    """Reverb's checkpointer in the workdir, or None without replay saves."""
+    if not self.run.checkpoint_replay:
+      return None
+    return replay.make_checkpointer(self.run.workdir)
+
+  def ratio_gate(self, *, items_in_replay: int) -> ratio.RatioGate:
+    c = self.config
+    return ratio.RatioGate(
+        samples_per_insert=c.samples_per_insert, batch_size=c.batch_size,
+        sgd_steps_per_call=c.sgd_steps_per_learner_step,
+        inserted_before_min=c.min_replay_size - items_in_replay)
+
+  def writer(self, client: reverb.Client):
+    return replay.make_writer(client, table=replay.DEFAULT_TABLE,
+                              n_step=self.config.n_step,
+                              discount=self.config.discount)
+
+  def dataset(self, server) -> Iterator[types.Batch]:
+    c = self.config
+    return replay.make_dataset_iterator(
+        server, table=replay.DEFAULT_TABLE, batch_size=c.batch_size,
+        num_sgd_steps=c.sgd_steps_per_learner_step, prefetch=c.prefetch_size)
+
+  # --- learner, actors, evaluator -------------------------------------------
+
+  def learner(self, dataset: Iterator[types.Batch],
+              logger: Optional[Any]) -> learner_lib.WPOLearner:
+    """The learner, data-parallel over this host's devices."""
+    devices = jax.local_devices()
+    if self.config.batch_size % len(devices):
+      raise config_lib.ConfigError(
+          f'batch_size={self.config.batch_size} must be divisible by the '
+          f'{len(devices)} devices it is split over ({devices[0].platform})')
+    return learner_lib.WPOLearner(
+        self.networks, self.config, dataset, jax.random.PRNGKey(self.run.seed),
+        mesh=sharding.make_mesh(devices), logger=logger)
+
+  def actor_loop(self, source: core.VariableSource, *, actor_index: int,
+                 start_actor_steps: int, writer) -> loops.ActorLoop:
+    """Actor `actor_index`'s environment and stochastic policy."""
+    env_seed, policy_seed = runs.actor_seeds(
+        self.run, actor_index=actor_index, start_actor_steps=start_actor_steps)
+    actor = acting.WPOActor(
+        self.networks.policy,
+        acting.VariableClient(source, 'policy',
+                              self.config.variable_update_period),
+        seed=policy_seed, adder=writer)
+    return loops.ActorLoop(self.environment(env_seed), actor)
+
+  def evaluator(self, source: core.VariableSource, *,
+                start_actor_steps: int) -> loops.Evaluator:
+    """The deterministic-policy evaluator writing eval.csv."""
+    env_seed, policy_seed = runs.evaluator_seeds(self.run)
+    actor = acting.WPOActor(self.networks.policy,
+                            acting.VariableClient(source, 'policy', 1),
+                            seed=policy_seed, deterministic=True)
+    last = runs.last_eval(self.run.workdir)
+    return loops.Evaluator(
+        self.environment(env_seed), actor, episodes=self.run.eval_episodes,
+        every=self.run.eval_every, logger=self.loggers('eval', 'actor_steps'),
+        start_actor_steps=start_actor_steps,
+        last_actor_steps=last[0] if last else None,
+        last_return=last[1] if last else None)
+
+  def loggers(self, name: str, step_key: str) -> logs.MultiLogger:
+    """`<workdir>/<name>.csv` (+ TensorBoard)."""
+    return logs.make_run_loggers(self.run.workdir, name, step_key,
+                                 self.run.tensorboard)

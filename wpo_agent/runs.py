@@ -1,0 +1,205 @@
+"""The run contract: run options, the workdir, resume checks and seeds.
+
+Both runners (single-process and distributed) and every node of the
+distributed program read the same `RunOptions`; hyperparameters live in
+`config.WPOConfig`. A workdir holds one run:
+
+  config.json   {"run": RunOptions, "config": WPOConfig} of the latest launch
+  checkpoints/  orbax learner state + counts (checkpointing.py)
+  replay/       reverb's checkpoint of the replay table (replay.py)
+  eval.csv, train.csv, tb/   outputs, appended to across resumes
+
+A launch on a workdir that holds checkpoints resumes them. What a checkpoint's
+shapes depend on (task, network sizes) may not change; while the replay is
+restored, neither may the replay table's settings in the run's mode (a
+restored reverb table keeps its saved size and rate limiter). Everything else
+may change on a resume, e.g. `eval_every`, which the resumed run follows.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from wpo_agent import config as config_lib
+from wpo_agent import environments
+
+
+# Launchpad launch types of the distributed program (distributed/program.py).
+LAUNCH_TYPES = ('local_mp', 'local_mt')
+
+
+class RunOptionsError(ValueError):
+  """A run option has a value outside what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+  """Run-level options (not hyperparameters; those live in WPOConfig).
+
+  The only place their defaults live: launch/run_local.py's flags take theirs
+  from here.
+  """
+  domain: str = 'humanoid'
+  task: Optional[str] = None  # None: the domain's default (resolved here)
+  seed: int = 0
+  workdir: str = 'runs/default'
+  max_actor_steps: int = 1_000_000
+  eval_every: int = 10_000
+  eval_episodes: int = 5
+  progress_every_s: float = 5.0
+  checkpoint_every_s: float = 600.0
+  # Save the replay buffer with each checkpoint, so a resumed run continues
+  # from the same data instead of refilling a small, fresh buffer.
+  checkpoint_replay: bool = True
+  tensorboard: bool = True
+  quiet: bool = False
+  single_process: bool = False  # else the Launchpad program
+  num_actors: int = 4  # actor processes of the distributed program
+  lp_launch_type: str = 'local_mp'  # or 'local_mt' (threads, debugging)
+
+  def __post_init__(self):
+    # Raises environments.UnknownTaskError listing the valid names.
+    object.__setattr__(self, 'task',
+                       environments.resolve_task(self.domain, self.task))
+    for name in ('max_actor_steps', 'eval_every', 'eval_episodes',
+                 'num_actors'):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RunOptionsError(f'--{name}={value}: must be an integer >= 1')
+    if self.lp_launch_type not in LAUNCH_TYPES:
+      raise RunOptionsError(f'--lp_launch_type={self.lp_launch_type}: allowed '
+                            f'values are {list(LAUNCH_TYPES)}')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+class WorkdirMismatchError(ValueError):
+  """The workdir holds a checkpoint this run could not continue."""
+
+
+# What a checkpoint's shapes depend on.
+_FIXED_RUN = ('domain', 'task')
+_FIXED_CONFIG = ('policy_family', 'num_components', 'policy_layer_sizes',
+                 'critic_layer_sizes')
+# A restored reverb table keeps its size and rate limiter. The single-process
+# runner keeps the ratio itself over a MinSize table, so its table depends on
+# the sizes only; the mode itself must stay too.
+_FIXED_REPLAY_RUN = ('single_process',)
+_FIXED_REPLAY_CONFIG = {
+    True: ('max_replay_size', 'min_replay_size'),
+    False: ('max_replay_size', 'min_replay_size', 'samples_per_insert',
+            'rate_limiter'),
+}
+
+
+def _non_empty_dir(path: str) -> bool:
+  return os.path.isdir(path) and bool(os.listdir(path))
+
+
+def restores_replay(workdir: str, run: RunOptions) -> bool:
+  from wpo_agent import replay  # pylint: disable=g-import-not-at-top
+  return run.checkpoint_replay and _non_empty_dir(
+      os.path.join(workdir, replay.REPLAY_CHECKPOINT_DIR))
+
+
+def _jsonable(value):
+  return json.loads(json.dumps(value))
+
+
+def _diffs(saved: Dict[str, Any], new: Dict[str, Any],
+           names: Sequence[str]) -> list:
+  # A field the saved file lacks was written by an older version: unknown,
+  # so it is not compared.
+  return [f'{name}: saved {saved[name]!r}, now {new[name]!r}'
+          for name in names
+          if name in saved and _jsonable(saved[name]) != _jsonable(new[name])]
+
+
+def check_resumable(workdir: str, run: RunOptions,
+                    config: config_lib.WPOConfig) -> None:
+  """Raises WorkdirMismatchError if `workdir` holds state this run can't use."""
+  path = os.path.join(workdir, 'config.json')
+  replay_too = restores_replay(workdir, run)
+  if not os.path.exists(path) or not (
+      replay_too or _non_empty_dir(os.path.join(workdir, 'checkpoints'))):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  new_run, new_config = run.to_dict(), config.to_dict()
+  diffs = (_diffs(saved['run'], new_run, _FIXED_RUN) +
+           _diffs(saved['config'], new_config, _FIXED_CONFIG))
+  replay_diffs = []
+  if replay_too:
+    replay_diffs = (
+        _diffs(saved['run'], new_run, _FIXED_REPLAY_RUN) +
+        _diffs(saved['config'], new_config,
+               _FIXED_REPLAY_CONFIG[run.single_process]))
+  if diffs or replay_diffs:
+    hint = (' (or --nocheckpoint_replay to start a fresh replay buffer)'
+            if replay_diffs and not diffs else '')
+    raise WorkdirMismatchError(
+        f'workdir {workdir} holds checkpoints of a different run ('
+        + '; '.join(diffs + replay_diffs) + '); use another --workdir, or the '
+        f'saved values to resume it{hint}')
+
+
+def write_run_config(workdir: str, run: RunOptions,
+                     config: config_lib.WPOConfig) -> None:
+  """Writes config.json, after checking a resume would be compatible."""
+  check_resumable(workdir, run, config)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump({'run': run.to_dict(), 'config': config.to_dict()}, f, indent=2)
+
+
+def last_eval(workdir: str) -> Optional[Tuple[int, float]]:
+  """(actor_steps, eval_return_mean) of eval.csv's newest row, or None."""
+  try:
+    with open(os.path.join(workdir, 'eval.csv'), newline='') as f:
+      rows = list(csv.DictReader(f))
+  except OSError:
+    return None
+  for row in reversed(rows):
+    try:
+      return int(row['actor_steps']), float(row['eval_return_mean'])
+    except (KeyError, TypeError, ValueError):
+      continue
+  return None
+
+
+def summary(run: RunOptions, task: str, *, actor_steps: int,
+            learner_steps: int, last_eval_return: Optional[float],
+            elapsed_s: float, stopped_early: bool) -> Dict[str, Any]:
+  """What both runners return (and launch/run_local.py prints)."""
+  return dict(domain=run.domain, task=task, actor_steps=int(actor_steps),
+              learner_steps=int(learner_steps),
+              last_eval_return=last_eval_return,
+              elapsed_s=round(elapsed_s, 1), stopped_early=stopped_early,
+              workdir=os.path.abspath(run.workdir))
+
+
+def derive_seed(*entropy: int) -> int:
+  """A 31-bit seed from integers, independent across different inputs."""
+  return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0]
+             % 2**31)
+
+
+def actor_seeds(run: RunOptions, *, actor_index: int,
+                start_actor_steps: int) -> Tuple[int, int]:
+  """(environment seed, policy seed) of actor `actor_index`.
+
+  Fresh on every resume (the run's actor-step count at launch is part of the
+  entropy), and reproducible from the same (seed, index, resume point).
+  """
+  entropy = (run.seed, actor_index, start_actor_steps)
+  return derive_seed(*entropy), derive_seed(*entropy, 1)
+
+
+def evaluator_seeds(run: RunOptions) -> Tuple[int, int]:
+  """(environment seed, policy seed) of the evaluator: fixed for a run."""
+  return run.seed + 10_000, run.seed
