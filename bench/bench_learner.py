@@ -263,7 +263,8 @@ def main(argv=None):
         f'backend: {jax.default_backend()}  load avg: {load_average()}')
   nets = networks_lib.make_networks(
       args.obs_dim, -np.ones(args.act_dim), np.ones(args.act_dim),
-      policy_layer_sizes=args.policy, critic_layer_sizes=args.critic)
+      **config_lib.make_config('acme', policy_layer_sizes=args.policy,
+                               critic_layer_sizes=args.critic).network_kwargs())
   print(f'obs {args.obs_dim}  act {args.act_dim}  batch {args.batch}  '
         f'N {args.samples}  policy {args.policy}  critic {args.critic}')
   flop_parts, flops = step_flops(args.obs_dim, args.act_dim, args.batch,

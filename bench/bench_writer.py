@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 import reverb  # noqa: E402
 
 from wpo_agent import acting  # noqa: E402
+from wpo_agent import config as config_lib  # noqa: E402
 from wpo_agent import environments  # noqa: E402
 from wpo_agent import loops  # noqa: E402
 from wpo_agent import networks as networks_lib  # noqa: E402
@@ -189,7 +190,8 @@ class Domain:
             self.envs['wrapped_acme'].observation_spec())
     self.spec = environments.environment_spec(self.envs['wrapped'])
     nets = networks_lib.make_networks_from_spec(
-        self.spec, policy_layer_sizes=(256, 256, 256))
+        self.spec, **config_lib.make_config(
+            'acme', policy_layer_sizes=(256, 256, 256)).network_kwargs())
     policy_params, _ = nets.init(jax.random.PRNGKey(0))
     self.source = acting.StaticVariableSource(
         policy=jax.device_get(policy_params))

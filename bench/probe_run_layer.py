@@ -25,10 +25,17 @@ from wpo_agent.types import Batch
 NEW_API = 'mesh' in inspect.signature(learner_lib.WPOLearner).parameters
 
 
+def _networks_kwargs(**sizes):
+  cfg = config_lib.make_config('acme', **sizes)
+  if NEW_API:
+    return cfg.network_kwargs()
+  return sizes  # the old make_networks had defaults for the rest
+
+
 def learner_rates(ks, seconds):
-  nets = networks_lib.make_networks(67, -np.ones(21), np.ones(21),
-                                    policy_layer_sizes=(256, 256, 256),
-                                    critic_layer_sizes=(512, 512, 256))
+  nets = networks_lib.make_networks(
+      67, -np.ones(21), np.ones(21), **_networks_kwargs(
+          policy_layer_sizes=(256, 256, 256), critic_layer_sizes=(512, 512, 256)))
   out = {}
   for k in ks:
     cfg = config_lib.make_config('acme', critic_layer_sizes=(512, 512, 256),
@@ -65,8 +72,8 @@ def actor_rate(steps):
   import reverb  # pylint: disable=g-import-not-at-top
   env = environments.make_environment('cheetah', 'run', seed=0)
   spec = environments.environment_spec(env)
-  nets = networks_lib.make_networks_from_spec(
-      spec, policy_layer_sizes=(256, 256, 256), critic_layer_sizes=(16,))
+  nets = networks_lib.make_networks_from_spec(spec, **_networks_kwargs(
+      policy_layer_sizes=(256, 256, 256), critic_layer_sizes=(16,)))
   params = nets.init(jax.random.PRNGKey(0))[0]
   source = acting.StaticVariableSource(policy=params)
   client_of = lambda: acting.VariableClient(source, 'policy', 1000)  # noqa: E731

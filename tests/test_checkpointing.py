@@ -20,10 +20,8 @@ def setup():
       'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
       batch_size=BATCH, num_action_samples=4, target_update_period=2,
       kl_constraint='hard')
-  networks = networks_lib.make_networks(
-      OBS, [-1.0] * ACT, [1.0] * ACT,
-      policy_layer_sizes=config.policy_layer_sizes,
-      critic_layer_sizes=config.critic_layer_sizes)
+  networks = networks_lib.make_networks(OBS, [-1.0] * ACT, [1.0] * ACT,
+                                       **config.network_kwargs())
   step = jax.jit(learning.make_sgd_step(networks, config))
   rng = np.random.default_rng(0)
 

@@ -29,13 +29,8 @@ def make_config(**overrides):
 
 
 def make_networks(config):
-  return networks_lib.make_networks(
-      OBS, [-1.0] * ACT, [1.0] * ACT,
-      policy_layer_sizes=config.policy_layer_sizes,
-      critic_layer_sizes=config.critic_layer_sizes,
-      policy_family=config.policy_family,
-      num_components=config.num_components,
-      init_scale=config.init_scale, min_scale=config.min_scale)
+  return networks_lib.make_networks(OBS, [-1.0] * ACT, [1.0] * ACT,
+                                    **config.network_kwargs())
 
 
 def reward_fn(obs, action):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wpo_agent import config as config_lib
 from wpo_agent import distributions as dists
 from wpo_agent import losses
 from wpo_agent import networks
@@ -22,12 +23,18 @@ _OBS, _ACT = 3, 2
 _BOUNDS = ([-1.0, -2.0], [1.0, 0.5])
 
 
+def _kwargs(**overrides):
+  """make_networks' keyword arguments: tiny layers, the rest as configured."""
+  return config_lib.make_config(
+      'acme', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
+      **overrides).network_kwargs()
+
+
 @functools.lru_cache(maxsize=None)
 def _make(family='gaussian'):
   """Tiny networks and their (policy, critic) params; cached: init is slow."""
-  nets = networks.make_networks(_OBS, *_BOUNDS, policy_layer_sizes=(16, 16),
-                                critic_layer_sizes=(16, 16),
-                                policy_family=family, num_components=3)
+  nets = networks.make_networks(
+      _OBS, *_BOUNDS, **_kwargs(policy_family=family, num_components=3))
   return nets, jax.jit(nets.init)(jax.random.PRNGKey(0))
 
 
@@ -89,8 +96,8 @@ class PolicyHeadTest(chex.TestCase):
   def test_gaussian_shapes_init_and_layer_norm(self):
     nets, (pp, _) = _make()
     # Same parameters, other sigma settings: init_scale is not a parameter.
-    other = networks.make_networks(_OBS, *_BOUNDS, policy_layer_sizes=(16, 16),
-                                   init_scale=0.7, min_scale=1e-3).policy
+    other = networks.make_networks(
+        _OBS, *_BOUNDS, **_kwargs(init_scale=0.7, min_scale=1e-3)).policy
 
     @self.variant
     def forward(pp, obs_b, obs_nb):
@@ -130,9 +137,10 @@ class PolicyHeadTest(chex.TestCase):
 
   def test_bad_arguments_rejected(self):
     with self.assertRaisesRegex(ValueError, r"'beta'.*'gaussian', 'mixture'"):
-      networks.make_networks(_OBS, *_BOUNDS, policy_family='beta')
+      networks.make_networks(_OBS, *_BOUNDS,
+                             **dict(_kwargs(), policy_family='beta'))
     with self.assertRaisesRegex(ValueError, 'bounds differ'):
-      networks.make_networks(_OBS, [-1.0], [1.0, 1.0])
+      networks.make_networks(_OBS, [-1.0], [1.0, 1.0], **_kwargs())
 
 
 class CriticTest(chex.TestCase):

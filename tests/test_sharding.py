@@ -20,8 +20,7 @@ assert len(jax.devices()) == 2, jax.devices()
 cfg = C.make_config('small', policy_layer_sizes=(16, 16),
                     critic_layer_sizes=(16, 16), batch_size=8,
                     num_action_samples=4, target_update_period=2)
-nets = N.make_networks(3, -np.ones(2), np.ones(2), cfg.policy_layer_sizes,
-                       cfg.critic_layer_sizes)
+nets = N.make_networks(3, -np.ones(2), np.ones(2), **cfg.network_kwargs())
 rng = np.random.default_rng(0)
 shapes = [(3,), (2,), (), (), (3,)]
 batches = Batch(*(rng.normal(size=(3, 1, 8) + s).astype(np.float32)
@@ -78,8 +77,9 @@ def test_batch_must_divide_over_devices():
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from wpo_agent import config as C, networks as N, sharding as S  # pylint: disable=g-import-not-at-top
-  cfg = C.make_config('small', batch_size=3)
-  nets = N.make_networks(3, -np.ones(2), np.ones(2), (8,), (8,))
+  cfg = C.make_config('small', batch_size=3, policy_layer_sizes=(8,),
+                      critic_layer_sizes=(8,))
+  nets = N.make_networks(3, -np.ones(2), np.ones(2), **cfg.network_kwargs())
   mesh = S.make_mesh([jax.devices()[0]] * 2)
   with pytest.raises(ValueError, match='not divisible'):
     S.make_sharded_learner_step(nets, cfg, mesh)

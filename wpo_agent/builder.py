@@ -48,15 +48,8 @@ class Builder:
 
   @functools.cached_property
   def networks(self) -> networks_lib.WPONetworks:
-    c = self.config
     return networks_lib.make_networks_from_spec(
-        self.environment_spec,
-        policy_layer_sizes=c.policy_layer_sizes,
-        critic_layer_sizes=c.critic_layer_sizes,
-        policy_family=c.policy_family,
-        num_components=c.num_components,
-        init_scale=c.init_scale,
-        min_scale=c.min_scale)
+        self.environment_spec, **self.config.network_kwargs())
 
   # --- replay ---------------------------------------------------------------
 

@@ -114,6 +114,12 @@ class WPOConfig:
           f'min_replay_size={self.min_replay_size} exceeds max_replay_size='
           f'{self.max_replay_size}; need min_replay_size <= max_replay_size')
 
+  def network_kwargs(self) -> Dict[str, Any]:
+    """The fields networks.make_networks takes, by name."""
+    return {name: getattr(self, name) for name in (
+        'policy_layer_sizes', 'critic_layer_sizes', 'policy_family',
+        'num_components', 'init_scale', 'min_scale')}
+
   def replace(self, **overrides) -> 'WPOConfig':
     return dataclasses.replace(self, **overrides)
 

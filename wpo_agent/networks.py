@@ -189,14 +189,19 @@ def make_networks(
     obs_dim: int,
     action_min: Sequence[float],
     action_max: Sequence[float],
-    policy_layer_sizes: Sequence[int] = (256, 256, 256),
-    critic_layer_sizes: Sequence[int] = (512, 512, 256),
-    policy_family: str = 'gaussian',
-    num_components: int = 5,
-    init_scale: float = 0.5,
-    min_scale: float = 1e-6,
+    *,
+    policy_layer_sizes: Sequence[int],
+    critic_layer_sizes: Sequence[int],
+    policy_family: str,
+    num_components: int,
+    init_scale: float,
+    min_scale: float,
 ) -> WPONetworks:
-  """Builds the networks for flat observations [O] and bounded actions [D]."""
+  """Builds the networks for flat observations [O] and bounded actions [D].
+
+  The keyword arguments are WPOConfig's fields of the same names
+  (`WPOConfig.network_kwargs()`); `num_components` is used by 'mixture' only.
+  """
   action_min = tuple(float(x) for x in np.ravel(action_min))
   action_max = tuple(float(x) for x in np.ravel(action_max))
   if len(action_min) != len(action_max):
