@@ -11,7 +11,6 @@ import time
 import pytest
 
 from wpo_agent import checkpointing
-from wpo_agent import replay
 from wpo_agent import config as config_lib
 from wpo_agent import runs
 from wpo_agent import single_process
@@ -153,7 +152,7 @@ def test_resume_without_replay_checkpoint_refills(tmp_path):
   options = dict(checkpoint_replay=False, eval_every=10_000)
   summary = single_process.train(run_options(tmp_path, 300, **options), config)
   assert summary['learner_steps'] == 200  # (300 - 100) x 32 / 32
-  assert not os.path.exists(tmp_path / replay.REPLAY_CHECKPOINT_DIR)
+  assert not os.path.exists(tmp_path / runs.REPLAY_CHECKPOINT_DIR)
   summary = single_process.train(run_options(tmp_path, 600, **options), config)
   # The replay refills to 100 before learning resumes: 200 more steps.
   assert summary['learner_steps'] == 400
@@ -183,7 +182,7 @@ def test_resume_check_refuses_another_runs_workdir(tmp_path):
   assert 'domain:' not in message and 'learning_rate' not in message
   # A restored replay table keeps its size and rate limiter, so while a replay
   # checkpoint would be restored those may not change either.
-  (tmp_path / replay.REPLAY_CHECKPOINT_DIR / 'some-checkpoint').mkdir(
+  (tmp_path / runs.REPLAY_CHECKPOINT_DIR / 'some-checkpoint').mkdir(
       parents=True)
   with pytest.raises(runs.WorkdirMismatchError,
                      match=r'samples_per_insert: saved 32.0, now 64.0\).*'

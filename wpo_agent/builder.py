@@ -35,12 +35,12 @@ class Builder:
   def __init__(self, config: config_lib.WPOConfig, run: runs.RunOptions):
     self.config = config
     self.run = run
-    self.task = run.task  # resolved by RunOptions
 
   # --- environment and networks ---------------------------------------------
 
   def environment(self, seed: int) -> dm_env.Environment:
-    return environments.make_environment(self.run.domain, self.task, seed=seed)
+    return environments.make_environment(self.run.domain, self.run.task,
+                                         seed=seed)
 
   @functools.cached_property
   def environment_spec(self):

@@ -33,8 +33,8 @@ class ActorLoop:
     self.episodes = 0  # completed episodes
     self.steps = 0
 
-  def step(self) -> bool:
-    """One environment step; True when it ended an episode."""
+  def step(self) -> None:
+    """One environment step (`episodes` counts those that ended one)."""
     if self._timestep is None or self._timestep.last():
       self._timestep = self._environment.reset()
       self._actor.observe_first(self._timestep)
@@ -45,8 +45,6 @@ class ActorLoop:
     self.steps += 1
     if self._timestep.last():
       self.episodes += 1
-      return True
-    return False
 
   def run(self, num_steps: int) -> None:
     for _ in range(num_steps):

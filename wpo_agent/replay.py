@@ -28,11 +28,11 @@ import tensorflow as tf
 
 from wpo_agent import nstep_writer
 from wpo_agent import ratio
+from wpo_agent import runs
 from wpo_agent import types
 
 # The table's name; replay checkpoints written by earlier versions use it too.
 DEFAULT_TABLE = 'priority_table'
-REPLAY_CHECKPOINT_DIR = 'replay'  # under the run's workdir
 # Parallel reverb sample streams behind one dataset (acme's default is 12).
 _DATASET_PARALLEL_CALLS = 12
 
@@ -160,7 +160,7 @@ def make_checkpointer(workdir: str) -> checkpointers.DefaultCheckpointer:
   `client.checkpoint()` writes a new one, and reverb keeps only the newest.
   """
   return checkpointers.DefaultCheckpointer(
-      os.path.join(os.path.abspath(workdir), REPLAY_CHECKPOINT_DIR))
+      os.path.join(os.path.abspath(workdir), runs.REPLAY_CHECKPOINT_DIR))
 
 
 def num_items(client: reverb.Client, table: str) -> int:

@@ -28,6 +28,8 @@ from wpo_agent import config as config_lib
 from wpo_agent import environments
 
 
+# The replay table's reverb checkpoint, under the workdir (replay.py).
+REPLAY_CHECKPOINT_DIR = 'replay'
 # Launchpad launch types of the distributed program (distributed/program.py).
 LAUNCH_TYPES = ('local_mp', 'local_mt')
 
@@ -102,9 +104,8 @@ def _non_empty_dir(path: str) -> bool:
 
 
 def restores_replay(workdir: str, run: RunOptions) -> bool:
-  from wpo_agent import replay  # pylint: disable=g-import-not-at-top
   return run.checkpoint_replay and _non_empty_dir(
-      os.path.join(workdir, replay.REPLAY_CHECKPOINT_DIR))
+      os.path.join(workdir, REPLAY_CHECKPOINT_DIR))
 
 
 def _jsonable(value):
@@ -172,11 +173,11 @@ def last_eval(workdir: str) -> Optional[Tuple[int, float]]:
   return None
 
 
-def summary(run: RunOptions, task: str, *, actor_steps: int,
+def summary(run: RunOptions, *, actor_steps: int,
             learner_steps: int, last_eval_return: Optional[float],
             elapsed_s: float, stopped_early: bool) -> Dict[str, Any]:
   """What both runners return (and launch/run_local.py prints)."""
-  return dict(domain=run.domain, task=task, actor_steps=int(actor_steps),
+  return dict(domain=run.domain, task=run.task, actor_steps=int(actor_steps),
               learner_steps=int(learner_steps),
               last_eval_return=last_eval_return,
               elapsed_s=round(elapsed_s, 1), stopped_early=stopped_early,

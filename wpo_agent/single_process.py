@@ -43,6 +43,7 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   progress_due = logs.Every(run.progress_every_s)
   checkpoint_due = logs.Every(run.checkpoint_every_s)
   start, elapsed_before = time.time(), counts['elapsed_s']
+  episodes_before = counts['episodes']
 
   def clock():  # run wall time, continued across resumes
     return elapsed_before + time.time() - start
@@ -53,12 +54,12 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
       replay.checkpoint()  # first, so the learner's checkpoint is never older
     checkpointer.save(counts['actor_steps'], learner.save(), dict(counts))
 
-  say(f'Training WPO on {run.domain}-{builder.task} to {run.max_actor_steps} '
+  say(f'Training WPO on {run.domain}-{run.task} to {run.max_actor_steps} '
       f'actor steps; logs and checkpoints in {os.path.abspath(run.workdir)}')
   with stopping.GracefulStop() as stop:
     while counts['actor_steps'] < run.max_actor_steps and not stop.requested:
-      if actor.step():  # an episode ended
-        counts['episodes'] += 1
+      actor.step()
+      counts['episodes'] = episodes_before + actor.episodes
       counts['actor_steps'] += 1
       replay.inserted()
       while replay.learner_call_owed():
@@ -80,7 +81,7 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   save()
   checkpointer.close()
   replay.close()
-  return runs.summary(run, builder.task, actor_steps=counts['actor_steps'],
+  return runs.summary(run, actor_steps=counts['actor_steps'],
                       learner_steps=learner.sgd_steps,
                       last_eval_return=evaluator.last_return,
                       elapsed_s=clock(), stopped_early=stopped)

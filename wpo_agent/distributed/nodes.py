@@ -139,14 +139,14 @@ def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
     local = counting.Counter(counter, time_delta=1.0)
     fail_at = _fault_step(name)
     while not node.control.stop_requested():
-      episodes = 0
+      episodes_before = loop.episodes
       for _ in range(_COUNT_EVERY):
-        if loop.step():  # an episode ended
-          episodes += 1
+        loop.step()
         if loop.steps == fail_at:
           raise RuntimeError(f'injected fault in {name} at step {loop.steps} '
                              f'({_FAULT_ENV})')
-      local.increment(actor_steps=_COUNT_EVERY, episodes=episodes)
+      local.increment(actor_steps=_COUNT_EVERY,
+                      episodes=loop.episodes - episodes_before)
 
 
 def run_evaluator(learner, counter, spec: Spec) -> None:

@@ -261,7 +261,7 @@ def run(run_options: runs.RunOptions,
   counts = control.read_progress() or {}
   meta = checkpointing.Checkpointer(workdir).latest_metadata() or {}
   summary = runs.summary(
-      run_options, run_options.task,
+      run_options,
       actor_steps=meta.get('actor_steps', counts.get('actor_steps', 0)),
       learner_steps=learner_state.get('learner_steps',
                                       meta.get('learner_steps', 0)),
