@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 
 from wpo_agent import config as config_lib
+from wpo_agent import device_replay
 # acme imports gym, which prints a 4-line deprecation notice to stderr; keep
 # stderr for our own messages (a bad flag must read as one `error:` line).
 with contextlib.redirect_stderr(io.StringIO()):
@@ -141,7 +142,8 @@ def run():
   try:
     app.run(main, flags_parser=parse_flags)
   except (UsageError, config_lib.ConfigError, runs.RunOptionsError,
-          environments.UnknownTaskError, flags.Error) as e:
+          environments.UnknownTaskError, device_replay.BufferTooLargeError,
+          flags.Error) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

@@ -29,11 +29,11 @@ TINY = ['--set=policy_layer_sizes=32,32', '--set=critic_layer_sizes=32,32',
 pytestmark = pytest.mark.slow
 
 
-def _launch(workdir, max_steps, extra_env=None):
+def _launch(workdir, max_steps, extra_env=None, backend='reverb'):
   cmd = [sys.executable, RUN_LOCAL, '--domain=cartpole', '--task=swingup',
          '--config=small', '--num_actors=2', f'--max_actor_steps={max_steps}',
          '--eval_every=1000', '--eval_episodes=1', f'--workdir={workdir}',
-         '--progress_every=2'] + TINY
+         '--progress_every=2', f'--set=replay_backend={backend}'] + TINY
   env = dict(os.environ, MUJOCO_GL='egl', **(extra_env or {}))
   return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -74,9 +74,20 @@ def _eval_rows(workdir):
     return list(csv.DictReader(f))
 
 
-def test_stop_resume_and_finish(tmp_path):
+def _replay_saved(workdir, backend):
+  """Transitions saved with the newest checkpoint: the reverb table's, or the
+  device replay's (one device here, so its filled slots)."""
+  if backend == 'reverb':
+    return replay_checkpoints.items_in_checkpoint(workdir)
+  from wpo_agent import checkpointing  # pylint: disable=g-import-not-at-top
+  meta = checkpointing.Checkpointer(workdir).latest_metadata()
+  return meta['device_replay_filled_per_shard']
+
+
+@pytest.mark.parametrize('backend', ['reverb', 'device'])
+def test_stop_resume_and_finish(tmp_path, backend):
   workdir = str(tmp_path / 'run')
-  proc = _launch(workdir, 1_000_000)
+  proc = _launch(workdir, 1_000_000, backend=backend)
   try:
     _wait_for(lambda: _progress(workdir).get('learner_steps', 0) > 0, 240,
               'the learner to start stepping')
@@ -95,12 +106,13 @@ def test_stop_resume_and_finish(tmp_path):
   first_steps = int(first['actor_steps'])
   assert first_steps > 0
   # The replay buffer was saved with the learner: the learner had started, so
-  # the table held at least min_replay_size = 200 items.
-  assert replay_checkpoints.items_in_checkpoint(workdir) >= 200
+  # the buffer held at least min_replay_size = 200 items.
+  saved = _replay_saved(workdir, backend)
+  assert saved >= 200
 
   # Resume to a limit a little beyond where we stopped.
   limit = first_steps + 1500
-  proc = _launch(workdir, limit)
+  proc = _launch(workdir, limit, backend=backend)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-3000:]
   assert 'finished' in out
@@ -112,6 +124,7 @@ def test_stop_resume_and_finish(tmp_path):
   # A run that reaches its step limit ends with an evaluation there.
   assert int(rows[-1]['actor_steps']) >= limit
   assert not _run_processes(workdir)
+  assert _replay_saved(workdir, backend) > saved  # restored, then grown
 
 
 def test_actor_failure_stops_everything(tmp_path):

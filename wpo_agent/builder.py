@@ -17,6 +17,7 @@ import reverb
 
 from wpo_agent import acting
 from wpo_agent import config as config_lib
+from wpo_agent import device_replay
 from wpo_agent import environments
 from wpo_agent import learner as learner_lib
 from wpo_agent import logs
@@ -59,10 +60,31 @@ class Builder:
     # ratio with `ratio_gate` over a table that only waits for min_size.
     return 'min_size' if self.run.single_process else self.config.rate_limiter
 
+  @property
+  def replay_backend(self) -> str:
+    """'reverb' or 'device' (config.replay_backend with 'auto' resolved)."""
+    # Runners resolve 'auto' before building (runs.resolve_config); this
+    # fallback is for parts built directly, in the learner's process.
+    return device_replay.resolve_backend(self.config.replay_backend,
+                                         jax.default_backend())
+
+  @property
+  def table(self) -> str:
+    """The reverb table the actors write to."""
+    return (replay.TRANSPORT_TABLE if self.replay_backend == 'device'
+            else replay.DEFAULT_TABLE)
+
   def replay_table(self) -> reverb.Table:
+    """The sampled table (reverb backend) or the transport queue (device)."""
     c = self.config
+    if self.replay_backend == 'device':
+      return replay.make_transport_table(
+          self.environment_spec, name=self.table,
+          max_size=device_replay.transport_size(
+              samples_per_insert=c.samples_per_insert,
+              min_size=c.min_replay_size))
     return replay.make_replay_table(
-        self.environment_spec, name=replay.DEFAULT_TABLE,
+        self.environment_spec, name=self.table,
         max_size=c.max_replay_size, min_size=c.min_replay_size,
         samples_per_insert=c.samples_per_insert,
         rate_limiter=self.rate_limiter)
@@ -81,29 +103,48 @@ class Builder:
         inserted_before_min=c.min_replay_size - items_in_replay)
 
   def writer(self, client: reverb.Client):
-    return replay.make_writer(client, table=replay.DEFAULT_TABLE,
+    return replay.make_writer(client, table=self.table,
                               n_step=self.config.n_step,
                               discount=self.config.discount)
 
   def dataset(self, server) -> Iterator[types.Batch]:
+    """Reverb backend: [K, B] batches sampled from the table."""
     c = self.config
     return replay.make_dataset_iterator(
-        server, table=replay.DEFAULT_TABLE, batch_size=c.batch_size,
+        server, table=self.table, batch_size=c.batch_size,
         num_sgd_steps=c.sgd_steps_per_learner_step, prefetch=c.prefetch_size)
+
+  def device_feed(self, server, mesh) -> device_replay.DeviceFeed:
+    """Device backend: the buffer on `mesh`, fed from the transport table."""
+    c = self.config
+    buffer = device_replay.DeviceReplay(
+        device_replay.transition_item(self.environment_spec),
+        capacity=c.max_replay_size, batch_size=c.batch_size, mesh=mesh)
+    chunks = replay.make_transport_iterator(
+        server, table=self.table, chunk_size=buffer.chunk_size)
+    return device_replay.DeviceFeed(
+        buffer, chunks, samples_per_insert=c.samples_per_insert,
+        sgd_steps_per_call=c.sgd_steps_per_learner_step,
+        min_size=c.min_replay_size)
 
   # --- learner, actors, evaluator -------------------------------------------
 
-  def learner(self, dataset: Iterator[types.Batch],
-              logger: Optional[Any]) -> learner_lib.WPOLearner:
-    """The learner, data-parallel over this host's devices."""
+  def learner(self, server, logger: Optional[Any]) -> learner_lib.WPOLearner:
+    """The learner, data-parallel over this host's devices, fed by `server`
+    (a reverb address or client) through the configured replay backend."""
     devices = jax.local_devices()
-    if self.config.batch_size % len(devices):
-      raise config_lib.ConfigError(
-          f'batch_size={self.config.batch_size} must be divisible by the '
-          f'{len(devices)} devices it is split over ({devices[0].platform})')
+    for name in ('batch_size',) + (
+        ('max_replay_size',) if self.replay_backend == 'device' else ()):
+      if getattr(self.config, name) % len(devices):
+        raise config_lib.ConfigError(
+            f'{name}={getattr(self.config, name)} must be divisible by the '
+            f'{len(devices)} devices it is split over ({devices[0].platform})')
+    mesh = sharding.make_mesh(devices)
+    source = (self.device_feed(server, mesh)
+              if self.replay_backend == 'device' else self.dataset(server))
     return learner_lib.WPOLearner(
-        self.networks, self.config, dataset, jax.random.PRNGKey(self.run.seed),
-        mesh=sharding.make_mesh(devices), logger=logger)
+        self.networks, self.config, source, jax.random.PRNGKey(self.run.seed),
+        mesh=mesh, logger=logger)
 
   def actor_loop(self, source: core.VariableSource, *, actor_index: int,
                  start_actor_steps: int, writer) -> loops.ActorLoop:

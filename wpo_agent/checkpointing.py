@@ -4,8 +4,9 @@ A checkpoint holds everything needed to continue a run: the full TrainingState
 (params, targets, optimiser and dual states, SGD step count, PRNG key) and a
 JSON dict of counters (actor steps, episodes, inserts, ...) and the actor's RNG
 state. Saves are synchronous so that a save issued on SIGTERM is complete
-before the process exits. The replay buffer has its own reverb checkpoint
-(replay.make_checkpointer), written just before each of these.
+before the process exits. A reverb replay table has its own reverb checkpoint
+(replay.make_checkpointer), written just before each of these; the device
+replay's buffer (device_replay.py) is saved inside it, as the item 'replay'.
 """
 
 import os
@@ -34,15 +35,28 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, metadata: Dict[str, Any]) -> None:
-    """Saves `state` (a pytree of arrays) and JSON-able `metadata` at `step`."""
+  def save(self, step: int, state: Any, metadata: Dict[str, Any],
+           replay: Optional[Any] = None) -> None:
+    """Saves `state` (a pytree of arrays), JSON-able `metadata` and, if
+    given, the device replay's host copy at `step`."""
     if step in self._manager.all_steps():
       return  # already saved at this step (e.g. periodic save then SIGTERM)
-    state = jax.tree.map(np.asarray, jax.device_get(state))
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        metadata=ocp.args.JsonSave(metadata)))
+    items = dict(state=ocp.args.StandardSave(
+                     jax.tree.map(np.asarray, jax.device_get(state))),
+                 metadata=ocp.args.JsonSave(metadata))
+    if replay is not None:
+      items['replay'] = ocp.args.StandardSave(replay)
+    self._manager.save(step, args=ocp.args.Composite(**items))
     self._manager.wait_until_finished()
+
+  def restore_replay(self, like: Any, step: Optional[int] = None) -> Any:
+    """The device replay saved with the newest checkpoint (shapes of `like`)."""
+    step = self._manager.latest_step() if step is None else step
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        replay=ocp.args.StandardRestore(abstract)))
+    return restored['replay']
 
   def restore(self, like: Any,
               step: Optional[int] = None) -> Optional[Tuple[Any, Dict[str, Any]]]:
@@ -69,3 +83,35 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+# Metadata key: filled slots per device shard of a saved device replay.
+_REPLAY_FILLED = 'device_replay_filled_per_shard'
+
+
+def save_learner(checkpointer: Checkpointer, step: int, learner,
+                 metadata: Dict[str, Any], *, with_replay: bool) -> None:
+  """Saves a learner.WPOLearner's state (and its device replay if any and
+  `with_replay`) with `metadata`, all taken at one instant."""
+  state, replay = learner.snapshot()
+  if replay is None or not with_replay:
+    checkpointer.save(step, state, metadata)
+    return
+  filled = int(np.shape(replay['experience'][0])[2])
+  checkpointer.save(step, state, dict(metadata, **{_REPLAY_FILLED: filled}),
+                    replay=replay)
+
+
+def restore_learner(checkpointer: Checkpointer, learner, *,
+                    with_replay: bool) -> Optional[Dict[str, Any]]:
+  """Restores the newest checkpoint into `learner` (and its device replay
+  when saved and `with_replay`); returns its metadata, or None if none."""
+  restored = checkpointer.restore(learner.save())
+  if restored is None:
+    return None
+  state, metadata = restored
+  learner.restore(state)
+  if with_replay and learner.feed is not None and _REPLAY_FILLED in metadata:
+    like = learner.feed.replay.saved_like(metadata[_REPLAY_FILLED])
+    learner.feed.restore(checkpointer.restore_replay(like))
+  return metadata

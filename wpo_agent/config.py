@@ -10,6 +10,7 @@ import dataclasses
 import typing
 from typing import Any, Dict, Mapping, Tuple
 
+from wpo_agent import device_replay
 from wpo_agent import losses
 from wpo_agent import networks
 from wpo_agent import ratio
@@ -69,7 +70,11 @@ class WPOConfig:
   min_replay_size: int = 1000
   samples_per_insert: float = 64.0  # sampled transitions per inserted transition
   rate_limiter: str = 'sample_to_insert'  # or 'min_size' (no ratio; debugging)
-  prefetch_size: int = 4  # batches the learner's dataset prepares ahead
+  prefetch_size: int = 4  # batches the learner's dataset prepares ahead (reverb)
+  # 'reverb': batches sampled from a reverb table on the host; 'device': a
+  # ring buffer on the learner's devices, sampled inside the jitted step;
+  # 'auto': 'device' on GPU/TPU, 'reverb' on CPU (BUILD_NOTES.md).
+  replay_backend: str = 'auto'
 
   # --- actors (Sec. 8) ---
   variable_update_period: int = 1000  # actor steps between parameter refreshes
@@ -87,6 +92,8 @@ class WPOConfig:
     _choice('dq_da_squash', self.dq_da_squash, losses.SQUASHES)
     _choice('kl_constraint', self.kl_constraint, losses.KL_CONSTRAINTS)
     _choice('rate_limiter', self.rate_limiter, ratio.RATE_LIMITERS)
+    _choice('replay_backend', self.replay_backend,
+            device_replay.REPLAY_BACKENDS)
     for name in ('num_components', 'num_action_samples', 'n_step',
                  'target_update_period', 'batch_size',
                  'sgd_steps_per_learner_step', 'max_replay_size',

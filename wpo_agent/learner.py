@@ -5,17 +5,22 @@ the TARGET policy parameters, as in Acme's WPO) and `Saveable` (save/restore of
 the full TrainingState). The step runs data-parallel over the devices of
 `mesh` (`sharding.py`): the state is replicated, each [K, B] batch is split
 along B; on one device this is the plain jitted step.
+
+Its data comes from one of the two replay backends: an iterator of [K, B]
+batches (reverb, sampled on the host and copied in each call) or a
+`device_replay.DeviceFeed` (sampled inside the step from the device buffer).
 """
 
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import acme
 import jax
 import numpy as np
 
 from wpo_agent import config as config_lib
+from wpo_agent import device_replay
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
 from wpo_agent import sharding
@@ -23,23 +28,36 @@ from wpo_agent.types import Batch
 
 
 class WPOLearner(acme.Learner, acme.Saveable):
-  """Pulls [K, B] batches from `iterator` and runs K fused SGD steps per call."""
+  """Runs K fused SGD steps per call on data from `source`.
+
+  `source` is an iterator of [K, B] batches (reverb backend) or a
+  `device_replay.DeviceFeed` (device backend).
+  """
 
   def __init__(self,
                networks: networks_lib.WPONetworks,
                config: config_lib.WPOConfig,
-               iterator: Iterator[Batch],
+               source: Union[Iterator[Batch], device_replay.DeviceFeed],
                key: jax.Array,
                *,
                mesh: jax.sharding.Mesh,
                logger: Optional[Any],
                log_every: int = 10):
     self._config = config
-    self._iterator = iterator
     self._logger = logger
     self._log_every = log_every
-    self._learner_step, self._state_sharding, self._batch_sharding = (
-        sharding.make_sharded_learner_step(networks, config, mesh))
+    self.feed = None
+    if isinstance(source, device_replay.DeviceFeed):
+      self.feed = source
+      self._learner_step, self._state_sharding = (
+          sharding.make_sampling_learner_step(networks, config, mesh,
+                                              source.replay))
+    else:
+      self._iterator = source
+      self._learner_step, self._state_sharding, self._batch_sharding = (
+          sharding.make_sharded_learner_step(networks, config, mesh))
+    self._wait_s = 0.0  # time spent waiting for data (either backend)
+    self._started = time.perf_counter()
     self._state = jax.device_put(
         learning.init_training_state(networks, config, key),
         self._state_sharding)
@@ -65,21 +83,46 @@ class WPOLearner(acme.Learner, acme.Saveable):
   def last_metrics(self) -> Dict[str, float]:
     return self._last_metrics
 
+  @property
+  def wait_fraction(self) -> float:
+    """Share of this learner's wall time spent waiting for data."""
+    return self._wait_s / max(1e-9, time.perf_counter() - self._started)
+
+  def _data(self) -> Any:
+    """The step's data argument; may block on the replay's ratio: not locked."""
+    start = time.perf_counter()
+    if self.feed is not None:
+      self.feed.wait_until_owed()
+      data = self.feed.state  # only this thread replaces it
+    else:
+      data = jax.device_put(next(self._iterator), self._batch_sharding)
+    self._wait_s += time.perf_counter() - start
+    return data
+
   def step(self) -> Dict[str, float]:
-    """One call = `sgd_steps_per_learner_step` SGD steps on one [K, B] batch."""
-    batch = next(self._iterator)  # may block on the rate limiter: not locked
-    batch = jax.device_put(batch, self._batch_sharding)
+    """One call = `sgd_steps_per_learner_step` SGD steps."""
+    data = self._data()
     with self._lock:
-      self._state, metrics = self._learner_step(self._state, batch)
+      self._state, metrics = self._learner_step(self._state, data)
       self._sgd_steps += self._config.sgd_steps_per_learner_step
       self._publish()
+    if self.feed is not None:
+      self.feed.called()
     self._calls += 1
     if self._logger is not None and self._calls % self._log_every == 0:
       self._last_metrics = {k: float(v) for k, v in metrics.items()}
+      self._last_metrics.update(self._data_metrics())
       self._last_metrics['learner_steps'] = self.sgd_steps
       self._last_metrics['time'] = time.time()
       self._logger.write(self._last_metrics)
     return metrics
+
+  def _data_metrics(self) -> Dict[str, float]:
+    out = dict(data_wait_fraction=self.wait_fraction)
+    if self.feed is not None:
+      out.update(replay_items=self.feed.items,
+                 samples_per_insert=self.feed.realised_samples_per_insert())
+    return out
 
   def _publish(self) -> None:
     """Refreshes the host copy of the target policy when it has changed.
@@ -106,6 +149,13 @@ class WPOLearner(acme.Learner, acme.Saveable):
   def save(self) -> learning.TrainingState:
     with self._lock:
       return jax.device_get(self._state)
+
+  def snapshot(self) -> Tuple[learning.TrainingState, Optional[Dict[str, Any]]]:
+    """(TrainingState, device replay on the host or None), taken together."""
+    with self._lock:
+      if self.feed is None:
+        return jax.device_get(self._state), None
+      return jax.device_get(self._state), self.feed.to_host()
 
   def restore(self, state: learning.TrainingState) -> None:
     with self._lock:

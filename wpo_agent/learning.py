@@ -278,3 +278,35 @@ def make_learner_step(networks: networks_lib.WPONetworks,
     return state, jax.tree.map(jnp.mean, metrics)
 
   return learner_step
+
+
+# Fold-in constant for the sampling key: independent of the keys the SGD step
+# splits from the same state.key.
+_SAMPLE_SALT = 0x5A3D
+
+
+def sample_key(training_key: jax.Array) -> jax.Array:
+  """The key an SGD step draws its replay batch with (device replay)."""
+  return jax.random.fold_in(training_key, _SAMPLE_SALT)
+
+
+def make_sampling_learner_step(
+    networks: networks_lib.WPONetworks, config: config_lib.WPOConfig,
+    sample: Callable[[Any, jax.Array], Batch]):
+  """K = sgd_steps_per_learner_step SGD steps, each drawing its own batch.
+
+  `sample(replay_state, key)` draws a [B, ...] batch inside the step (the
+  device replay, `device_replay.DeviceReplay.sample`), keyed by
+  `sample_key(state.key)` before each SGD step, so a call moves no batch
+  between host and device. Same metrics as `make_learner_step`.
+  """
+  sgd_step = make_sgd_step(networks, config)
+
+  def learner_step(state: TrainingState, replay_state):
+    def one(state, _):
+      return sgd_step(state, sample(replay_state, sample_key(state.key)))
+    state, metrics = jax.lax.scan(
+        one, state, None, length=config.sgd_steps_per_learner_step)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return learner_step

@@ -59,3 +59,8 @@ class RatioGate:
 
   def called(self) -> None:
     self._calls += 1
+
+  def realised(self) -> float:
+    """Sampled per inserted transition since `min_size` (0 before any)."""
+    ready = self._inserts - self._warmup
+    return self._calls * self._samples_per_call / ready if ready > 0 else 0.0

@@ -33,6 +33,10 @@ from wpo_agent import types
 
 # The table's name; replay checkpoints written by earlier versions use it too.
 DEFAULT_TABLE = 'priority_table'
+# The device backend's FIFO queue from the actors to the learner's buffer.
+TRANSPORT_TABLE = 'transport'
+# Parallel reverb streams draining the transport (each holds <= 2 chunks).
+_TRANSPORT_STREAMS = 2
 # Parallel reverb sample streams behind one dataset (acme's default is 12).
 _DATASET_PARALLEL_CALLS = 12
 
@@ -102,6 +106,26 @@ def make_replay_table(environment_spec: specs.EnvironmentSpec, *,
                                      min_size=min_size,
                                      samples_per_insert=samples_per_insert),
       signature=transition_signature(environment_spec))
+
+
+def make_transport_table(environment_spec: specs.EnvironmentSpec, *,
+                         name: str, max_size: int) -> reverb.Table:
+  """Device backend: a bounded FIFO queue; each item is read once, by the
+  learner's drain, and a full queue blocks the actors' writes."""
+  return reverb.Table.queue(name=name, max_size=int(max_size),
+                            signature=transition_signature(environment_spec))
+
+
+def make_transport_iterator(server: Union[str, reverb.Client], *, table: str,
+                            chunk_size: int) -> Iterator[types.Batch]:
+  """Numpy Batches of `chunk_size` items [C, ...] drained from `table`."""
+  if isinstance(server, reverb.Client):
+    server = server.server_address
+  dataset = acme_datasets.make_reverb_dataset(
+      server_address=server, table=table, batch_size=chunk_size,
+      num_parallel_calls=_TRANSPORT_STREAMS,
+      max_in_flight_samples_per_worker=chunk_size)
+  return dataset.map(_to_batch).as_numpy_iterator()
 
 
 def make_writer(client: reverb.Client, *, table: str, n_step: int,

@@ -5,8 +5,9 @@ distributed program read the same `RunOptions`; hyperparameters live in
 `config.WPOConfig`. A workdir holds one run:
 
   config.json   {"run": RunOptions, "config": WPOConfig} of the latest launch
-  checkpoints/  orbax learner state + counts (checkpointing.py)
-  replay/       reverb's checkpoint of the replay table (replay.py)
+  checkpoints/  orbax learner state + counts (checkpointing.py), and the
+                device replay's buffer (replay_backend=device)
+  replay/       reverb's checkpoint of the replay (or transport) table
   eval.csv, train.csv, tb/   outputs, appended to across resumes
 
 A launch on a workdir that holds checkpoints resumes them. What a checkpoint's
@@ -25,6 +26,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from wpo_agent import config as config_lib
+from wpo_agent import device_replay
 from wpo_agent import environments
 
 
@@ -93,9 +95,9 @@ _FIXED_CONFIG = ('policy_family', 'num_components', 'policy_layer_sizes',
 # the sizes only; the mode itself must stay too.
 _FIXED_REPLAY_RUN = ('single_process',)
 _FIXED_REPLAY_CONFIG = {
-    True: ('max_replay_size', 'min_replay_size'),
-    False: ('max_replay_size', 'min_replay_size', 'samples_per_insert',
-            'rate_limiter'),
+    True: ('replay_backend', 'max_replay_size', 'min_replay_size'),
+    False: ('replay_backend', 'max_replay_size', 'min_replay_size',
+            'samples_per_insert', 'rate_limiter'),
 }
 
 
@@ -125,7 +127,9 @@ def check_resumable(workdir: str, run: RunOptions,
                     config: config_lib.WPOConfig) -> None:
   """Raises WorkdirMismatchError if `workdir` holds state this run can't use."""
   path = os.path.join(workdir, 'config.json')
-  replay_too = restores_replay(workdir, run)
+  replay_too = restores_replay(workdir, run) or (
+      run.checkpoint_replay and config.replay_backend == 'device' and
+      _non_empty_dir(os.path.join(workdir, 'checkpoints')))
   if not os.path.exists(path) or not (
       replay_too or _non_empty_dir(os.path.join(workdir, 'checkpoints'))):
     return
@@ -147,6 +151,25 @@ def check_resumable(workdir: str, run: RunOptions,
         f'workdir {workdir} holds checkpoints of a different run ('
         + '; '.join(diffs + replay_diffs) + '); use another --workdir, or the '
         f'saved values to resume it{hint}')
+
+
+def resolve_config(config: config_lib.WPOConfig, run: RunOptions, *,
+                   in_process: bool) -> config_lib.WPOConfig:
+  """`config` with replay_backend='auto' resolved for the learner's devices
+  (so the workdir records, and every node builds, the backend used); a
+  device replay that would not fit is refused here, before training.
+
+  `in_process`: the learner runs in this process (device_replay.learner_devices).
+  """
+  platform, count, free = device_replay.learner_devices(in_process=in_process)
+  backend = device_replay.resolve_backend(config.replay_backend, platform)
+  if backend == 'device':
+    env = environments.make_environment(run.domain, run.task, seed=0)
+    device_replay.check_fits(
+        device_replay.transition_item(environments.environment_spec(env)),
+        capacity=config.max_replay_size, num_devices=count, free_bytes=free,
+        platform=platform)
+  return config.replace(replay_backend=backend)
 
 
 def write_run_config(workdir: str, run: RunOptions,

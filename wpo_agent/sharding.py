@@ -47,3 +47,25 @@ def make_sharded_learner_step(
                  out_shardings=(replicated, replicated),
                  donate_argnums=0)
   return step, replicated, batch_sharding
+
+
+def make_sampling_learner_step(
+    networks: networks_lib.WPONetworks,
+    config: config_lib.WPOConfig,
+    mesh: Mesh,
+    replay,
+) -> Tuple[callable, NamedSharding]:
+  """Returns (jitted step(state, replay_state), state sharding).
+
+  The device replay (`device_replay.DeviceReplay` over the same mesh) is
+  sharded along its device axis and every device draws its B/D of each batch
+  from its own shard, so the step gathers no replay data across devices; the
+  gradients are averaged over devices as in `make_sharded_learner_step`.
+  """
+  replicated = NamedSharding(mesh, P())
+  step = jax.jit(
+      learning.make_sampling_learner_step(networks, config, replay.sample),
+      in_shardings=(replicated, replay.sharding),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0)
+  return step, replicated

@@ -3,8 +3,9 @@
 Everything comes from the `Builder` the distributed program uses too; this
 module only wires it into one loop. After `min_replay_size` items the learner
 is stepped as often as the samples-per-insert ratio allows (`ratio.RatioGate`):
-a blocking ratio limiter would deadlock a single thread, so the table here only
-waits for `min_replay_size`.
+a blocking ratio limiter would deadlock a single thread, so the reverb table
+here only waits for `min_replay_size`. With the device replay the learner's
+feed keeps the ratio over the items it has drained from the transport queue.
 """
 
 import dataclasses
@@ -26,15 +27,17 @@ from wpo_agent import stopping
 def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   """Trains until `max_actor_steps` or a stop signal; returns a summary dict."""
   run = dataclasses.replace(run, single_process=True)
+  config = runs.resolve_config(config, run, in_process=True)
   runs.write_run_config(run.workdir, run, config)
   builder = builder_lib.Builder(config, run)
   say = (lambda *a: None) if run.quiet else (lambda *a: print(*a, flush=True))
   replay = _Replay(builder)
   counts = dict(actor_steps=0, learner_steps=0, episodes=0, elapsed_s=0.0)
-  learner = builder.learner(builder.dataset(replay.client), logs.WithCounts(
+  learner = builder.learner(replay.client, logs.WithCounts(
       builder.loggers('train', 'learner_steps'), counts, ('actor_steps',)))
   checkpointer = checkpointing.Checkpointer(run.workdir)
-  _restore(checkpointer, learner, counts, replay.items_at_start, config, say)
+  _restore(checkpointer, learner, counts, replay, run, say)
+  replay.use_feed(learner.feed)
   actor = builder.actor_loop(learner, actor_index=0, writer=replay.writer,
                              start_actor_steps=counts['actor_steps'])
   evaluator = builder.evaluator(learner,
@@ -52,7 +55,8 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
     counts.update(elapsed_s=clock(), learner_steps=learner.sgd_steps)
     if run.checkpoint_replay:
       replay.checkpoint()  # first, so the learner's checkpoint is never older
-    checkpointer.save(counts['actor_steps'], learner.save(), dict(counts))
+    checkpointing.save_learner(checkpointer, counts['actor_steps'], learner,
+                               dict(counts), with_replay=run.checkpoint_replay)
 
   say(f'Training WPO on {run.domain}-{run.task} to {run.max_actor_steps} '
       f'actor steps; logs and checkpoints in {os.path.abspath(run.workdir)}')
@@ -88,10 +92,13 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
 
 
 class _Replay:
-  """The in-process Reverb server, the actor's writer, and the ratio gate."""
+  """The in-process Reverb server, the actor's writer, and the ratio gate
+  (the learner's device feed's gate with the device replay)."""
 
   def __init__(self, builder: builder_lib.Builder):
-    self._min_size = builder.config.min_replay_size
+    self.min_size = builder.config.min_replay_size
+    self._table = builder.table
+    self._feed = None
     # With a replay checkpoint in the workdir, the server starts from it.
     self._server = reverb.Server([builder.replay_table()], port=None,
                                  checkpointer=builder.replay_checkpointer())
@@ -102,20 +109,28 @@ class _Replay:
     self._filled = False  # this session's table has reached min_size
 
   def _items(self) -> int:
-    return replay_lib.num_items(self.client, replay_lib.DEFAULT_TABLE)
+    return replay_lib.num_items(self.client, self._table)
+
+  def use_feed(self, feed) -> None:
+    """The device replay's feed keeps the ratio (None: the reverb table)."""
+    self._feed = feed
 
   def inserted(self) -> None:
     """Counts one actor step (one transition written)."""
     self._gate.insert()
 
   def learner_call_owed(self) -> bool:
+    if self._feed is not None:
+      while self._feed.pull(timeout=None):  # whatever the drain has ready
+        pass
+      return self._feed.gate.owed() > 0
     if not self._gate.owed():
       return False
     if not self._filled:
       # The writer holds a few items in flight, so the table can still be
       # below min_size here; sampling now would block this thread (and so the
       # actor that must insert them) forever.
-      self._filled = self._items() >= self._min_size
+      self._filled = self._items() >= self.min_size
     return self._filled
 
   def learner_called(self) -> None:
@@ -132,15 +147,16 @@ class _Replay:
     self._server.stop()
 
 
-def _restore(checkpointer, learner, counts, items, config, say) -> None:
+def _restore(checkpointer, learner, counts, replay, run, say) -> None:
   """Restores the learner and counts if the workdir has a checkpoint."""
-  restored = checkpointer.restore(learner.save())
-  if restored is not None:
-    state, meta = restored
-    learner.restore(state)
+  meta = checkpointing.restore_learner(checkpointer, learner,
+                                       with_replay=run.checkpoint_replay)
+  if meta is not None:
     counts.update({k: meta[k] for k in counts if k in meta})
+    items = (learner.feed.items if learner.feed is not None
+             else replay.items_at_start)
     say(f'Resumed from {checkpointer.directory} at actor step '
         f'{counts["actor_steps"]} (learner step {learner.sgd_steps}); ' + (
             f'replay restored with {items} items.' if items
-            else f'replay refills to {config.min_replay_size} before '
-            'learning resumes.'))
+            else f'replay refills to {replay.min_size} '
+            'before learning resumes.'))

@@ -54,7 +54,8 @@ def _fault_step(name: str):
 
 
 def make_replay_tables(spec: Spec):
-  """Replay node: the ratio-limited table (samples_per_insert, error buffer)."""
+  """Replay node: the ratio-limited table (reverb backend) or the transport
+  queue to the learner's device replay (device backend)."""
   return [_Node(spec).builder.replay_table()]
 
 
@@ -79,12 +80,10 @@ class LearnerNode:
     self._replay_client = replay_client
     self._counter = counter
     self._learner = node.builder.learner(
-        node.builder.dataset(replay_client),
-        logger=node.builder.loggers('train', 'learner_steps'))
+        replay_client, logger=node.builder.loggers('train', 'learner_steps'))
     self._checkpointer = checkpointing.Checkpointer(node.run.workdir)
-    restored = self._checkpointer.restore(self._learner.save())
-    if restored is not None:
-      self._learner.restore(restored[0])
+    checkpointing.restore_learner(self._checkpointer, self._learner,
+                                  with_replay=node.run.checkpoint_replay)
 
   def get_variables(self, names):
     return self._learner.get_variables(names)
@@ -94,8 +93,9 @@ class LearnerNode:
       self._replay_client.checkpoint()  # first: never older than the learner's
     counts = self._counter.get_counts()
     meta = dict(counts, elapsed_s=self._node.elapsed())
-    self._checkpointer.save(int(counts.get('actor_steps', 0)),
-                            self._learner.save(), meta)
+    checkpointing.save_learner(
+        self._checkpointer, int(counts.get('actor_steps', 0)), self._learner,
+        meta, with_replay=self._node.run.checkpoint_replay)
 
   def _watch_for_stop(self) -> None:
     control = self._node.control

@@ -1,0 +1,234 @@
+"""Replay feed capacity and learner updates/s on each replay backend.
+
+--mode feed: batches of B transitions per second each backend delivers to a
+  learner whose SGD step is a no-op (a jitted sum over the batch, so the data
+  must arrive), while inserter processes write n-step items through the
+  actors' own writer (nstep_writer) at the rate a `--learner-rate` updates/s
+  learner needs at `--spi` (2,000 x 256 / 32 = 16,000 items/s by default).
+  The ratio is not enforced here (reverb: MinSize table; device: an
+  unbounded gate), so the figure is what the backend can deliver.
+--mode learner: the real WPOLearner (humanoid sizes, 'acme' preset with the
+  paper's critic) fed by each backend, updates/s for each K in --ks; the
+  inserters keep the replay growing, again without a ratio limit.
+
+The reverb server runs in its own process, as in the distributed program.
+Backends and Ks are measured in alternating windows in one run.
+
+  MUJOCO_GL=egl .venv/bin/python bench/bench_feed.py --mode feed
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+
+import common  # noqa: F401  (sys.path for wpo_agent)
+from common import median
+
+import dm_env
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TABLE = {'reverb': 'priority_table', 'device': 'transport'}
+
+
+def _spec(domain, task):
+  from wpo_agent import environments  # pylint: disable=g-import-not-at-top
+  return environments.environment_spec(
+      environments.make_environment(domain, task, seed=0))
+
+
+def _serve(backend, domain, task, capacity, port_out, stop):
+  """Replay process: the table the backend's actors write to."""
+  import reverb  # pylint: disable=g-import-not-at-top
+  from wpo_agent import device_replay, replay  # pylint: disable=g-import-not-at-top
+  spec = _spec(domain, task)
+  if backend == 'device':
+    table = replay.make_transport_table(spec, name=_TABLE[backend],
+                                        max_size=device_replay.transport_size(
+                                            samples_per_insert=32.0,
+                                            min_size=1000))
+  else:
+    table = replay.make_replay_table(
+        spec, name=_TABLE[backend], max_size=capacity, min_size=1000,
+        samples_per_insert=32.0, rate_limiter='min_size')
+  server = reverb.Server([table], port=None)
+  port_out.value = server.port
+  stop.wait()
+  server.stop()
+
+
+def _insert(address, table, domain, task, rate, stop, count):
+  """Inserter process: the actors' n-step writer at `rate` steps/s."""
+  import reverb  # pylint: disable=g-import-not-at-top
+  from wpo_agent import replay  # pylint: disable=g-import-not-at-top
+  spec = _spec(domain, task)
+  rng = np.random.default_rng(0)
+  obs = rng.normal(size=(64,) + spec.observations.shape).astype(np.float32)
+  act = rng.uniform(-1, 1, (64,) + spec.actions.shape).astype(np.float32)
+  writer = replay.make_writer(reverb.Client(address), table=table, n_step=5,
+                              discount=0.99)
+  start, steps = time.time(), 0
+  while not stop.is_set():
+    writer.add_first(dm_env.restart(obs[0]))
+    for t in range(1000):
+      writer.add(act[t % 64], dm_env.transition(1.0, obs[(t + 1) % 64]))
+      steps += 1
+      if steps % 200 == 0:
+        count.value = steps
+        ahead = steps / rate - (time.time() - start)
+        if ahead > 0:
+          time.sleep(ahead)
+        if stop.is_set():
+          break
+  writer.close()
+
+
+class _Backend:
+  """One backend's replay process, inserters and learner-side source."""
+
+  def __init__(self, name, args, inserters):
+    self.name = name
+    ctx = mp.get_context('spawn')
+    self._stop = ctx.Event()
+    port = ctx.Value('i', 0)
+    self._procs = [ctx.Process(target=_serve, daemon=True, args=(
+        name, args.domain, args.task, args.capacity, port, self._stop))]
+    self._procs[0].start()
+    while not port.value:
+      time.sleep(0.05)
+    self.address = f'localhost:{port.value}'
+    self.inserted = [ctx.Value('l', 0) for _ in range(inserters)]
+    for count in self.inserted:
+      self._procs.append(ctx.Process(target=_insert, daemon=True, args=(
+          self.address, _TABLE[name], args.domain, args.task,
+          args.learner_rate * args.batch / args.spi / inserters, self._stop,
+          count)))
+      self._procs[-1].start()
+
+  def items(self):
+    return sum(c.value for c in self.inserted)
+
+  def close(self):
+    self._stop.set()
+    for p in self._procs:
+      p.join(timeout=10)
+      if p.is_alive():
+        p.kill()
+
+
+def _noop_sources(backend, args, k, mesh):
+  """A callable running one no-op learner call of K batches."""
+  from wpo_agent import device_replay, replay  # pylint: disable=g-import-not-at-top
+  if backend.name == 'reverb':
+    it = replay.make_dataset_iterator(backend.address, table='priority_table',
+                                      batch_size=args.batch, num_sgd_steps=k,
+                                      prefetch=4)
+    reduce = jax.jit(lambda b: sum(jnp.sum(x) for x in b))
+    return lambda: reduce(next(it))
+  spec = _spec(args.domain, args.task)
+  buffer = device_replay.DeviceReplay(
+      device_replay.transition_item(spec), capacity=args.capacity,
+      batch_size=args.batch, mesh=mesh)
+  feed = device_replay.DeviceFeed(
+      buffer, replay.make_transport_iterator(
+          backend.address, table='transport', chunk_size=buffer.chunk_size),
+      samples_per_insert=1e9, sgd_steps_per_call=k, min_size=1000)
+
+  def calls(state, key):
+    def one(total, key):
+      return total + sum(jnp.sum(x) for x in buffer.sample(state, key)), None
+    return jax.lax.scan(one, 0.0, jax.random.split(key, k))[0]
+  call = jax.jit(calls)
+
+  def step():
+    # Drain whatever the inserters wrote, as a learner at the ratio would.
+    while feed.pull(timeout=None):
+      pass
+    feed.wait_until_owed()
+    out = call(feed.state, jax.random.PRNGKey(feed.gate.calls))
+    feed.called()
+    return out
+  return step
+
+
+def _learners(backend, args, k, mesh):
+  from wpo_agent import builder, config as config_lib, runs  # pylint: disable=g-import-not-at-top
+  config = config_lib.make_config(
+      'acme', critic_layer_sizes=(512, 512, 256), batch_size=args.batch,
+      sgd_steps_per_learner_step=k, max_replay_size=args.capacity,
+      samples_per_insert=1e9, rate_limiter='min_size',
+      replay_backend=backend.name)
+  run = runs.RunOptions(domain=args.domain, task=args.task,
+                        workdir='/tmp/bench-feed', tensorboard=False)
+  learner = builder.Builder(config, run).learner(backend.address, None)
+  return learner.step
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--mode', choices=('feed', 'learner'), default='feed')
+  p.add_argument('--backends', default='reverb,device')
+  p.add_argument('--ks', default='1,8')
+  p.add_argument('--domain', default='humanoid')
+  p.add_argument('--task', default='run')
+  p.add_argument('--batch', type=int, default=256)
+  p.add_argument('--spi', type=float, default=32.0)
+  p.add_argument('--learner-rate', type=float, default=2000.0,
+                 help='updates/s whose data need sets the insert rate')
+  p.add_argument('--inserters', type=int, default=1)
+  p.add_argument('--capacity', type=int, default=200_000)
+  p.add_argument('--seconds', type=float, default=10.0, help='per window')
+  p.add_argument('--windows', type=int, default=3)
+  p.add_argument('--json', help='write the results here')
+  args = p.parse_args()
+  from wpo_agent import sharding  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh(jax.local_devices())
+  ks = [int(k) for k in args.ks.split(',')]
+  backends = [_Backend(b, args, args.inserters)
+              for b in args.backends.split(',')]
+  make = _noop_sources if args.mode == 'feed' else _learners
+  print(f'devices: {jax.devices()}; mode {args.mode}; insert target '
+        f'{args.learner_rate * args.batch / args.spi:.0f} items/s')
+  results = {}
+  try:
+    time.sleep(5)  # let the replay reach min_size
+    steps = {(b.name, k): make(b, args, k, mesh) for b in backends for k in ks}
+    for fn in steps.values():  # compile and warm up
+      for _ in range(3):
+        jax.block_until_ready(fn())
+    rates = {key: [] for key in steps}
+    inserts = {b.name: [] for b in backends}
+    for _ in range(args.windows):
+      for (name, k), fn in steps.items():
+        backend = next(b for b in backends if b.name == name)
+        n, items0, t0 = 0, backend.items(), time.perf_counter()
+        while time.perf_counter() - t0 < args.seconds:
+          out = fn()
+          n += 1
+        jax.block_until_ready(out)
+        dt = time.perf_counter() - t0
+        rates[(name, k)].append(n * k / dt)
+        inserts[name].append((backend.items() - items0) / dt)
+    for (name, k), r in rates.items():
+      unit = 'batches/s' if args.mode == 'feed' else 'updates/s'
+      results[f'{name}_k{k}'] = dict(backend=name, k=k, rate=median(r),
+                                     rates=r, unit=unit)
+      print(f'{name:7s} K={k:3d}: {median(r):9.1f} {unit} (windows '
+            f'{", ".join(f"{x:.0f}" for x in r)})')
+    for name, r in inserts.items():
+      results[f'{name}_inserts_per_s'] = median(r)
+      print(f'{name:7s} inserts during its windows: {median(r):.0f} items/s')
+  finally:
+    for b in backends:
+      b.close()
+  results.update(mode=args.mode, devices=str(jax.devices()),
+                 batch=args.batch, domain=args.domain, task=args.task)
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == '__main__':
+  main()
