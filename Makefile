@@ -1,17 +1,32 @@
 # Fresh-machine entry points. Both create .venv (Python 3.10) if it is missing.
 #   make test   - set up and run the test suite
 #   make run    - set up and run a short real training run
+#   make venv-gpu (or GPU=1 with any target) - the same venv plus JAX's CUDA 12 plugin
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+GPU ?= 0
 export MUJOCO_GL ?= egl
 
-.PHONY: venv test test-fast run bench clean
+.PHONY: venv venv-gpu test test-fast run bench clean
 
+# With GPU=1 every target below uses (and if needed builds) the GPU venv, so a
+# requirements.txt change rebuilds it with the CUDA wheels rather than without.
+ifeq ($(GPU),1)
+venv: venv-gpu
+else
 venv: $(VENV)/.installed
+endif
+
+venv-gpu: $(VENV)/.installed-gpu
 
 $(VENV)/.installed: requirements.txt setup.py
 	@bash scripts/make_venv.sh "$(VENV)"
+
+# A separate stamp: on a built CPU venv this only adds the CUDA wheels; a CPU
+# rebuild deletes the venv and so this stamp with it.
+$(VENV)/.installed-gpu: $(VENV)/.installed
+	@bash scripts/make_venv.sh "$(VENV)" --gpu
 
 test: venv
 	$(PY) -m pytest tests -q --durations=15

@@ -2,8 +2,39 @@
 # Creates the project's virtual environment with Python 3.10 and installs the exact
 # pins from requirements.txt plus the package (editable).
 # Interpreter search order: $PYTHON, python3.10 on PATH, pyenv's newest 3.10.
+#
+#   scripts/make_venv.sh [VENV]        build VENV from scratch (CPU; `make venv`)
+#   scripts/make_venv.sh VENV --gpu    add JAX's CUDA 12 plugin to a built VENV
+#                                      (`make venv-gpu`)
 set -euo pipefail
 venv="${1:-.venv}"
+mode="${2:-}"
+
+# The CUDA plugin must match jaxlib exactly, so its version is read from the
+# pins rather than written twice. `-c requirements.txt` keeps every CPU pin
+# (numpy, ml_dtypes, ...) where it is while the plugin's wheels are resolved.
+add_gpu() {
+  if [[ ! -f "$venv/.installed" ]]; then
+    echo "error: $venv is not built; run 'make venv' first" >&2
+    exit 1
+  fi
+  local jax_version
+  jax_version="$(sed -n 's/^jax==\([^ ]*\).*/\1/p' requirements.txt)"
+  if [[ -z "$jax_version" ]]; then
+    echo "error: no 'jax==' pin in requirements.txt" >&2
+    exit 1
+  fi
+  echo "Adding jax[cuda12]==$jax_version to $venv (CUDA 12 wheels, about 3 GB)"
+  "$venv/bin/python" -m pip install -q -c requirements.txt "jax[cuda12]==$jax_version"
+  "$venv/bin/python" -m pip check
+  touch "$venv/.installed-gpu"
+}
+
+case "$mode" in
+  --gpu) add_gpu; exit 0 ;;
+  '') ;;
+  *) echo "error: unknown option $mode (expected --gpu)" >&2; exit 2 ;;
+esac
 
 find_python() {
   if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi

@@ -57,7 +57,7 @@ class WPOLearner(acme.Learner, acme.Saveable):
       self._learner_step, self._state_sharding, self._batch_sharding = (
           sharding.make_sharded_learner_step(networks, config, mesh))
     self._wait_s = 0.0  # time spent waiting for data (either backend)
-    self._started = time.perf_counter()
+    self._wait_mark = (0.0, time.perf_counter())  # at the last log row
     self._state = jax.device_put(
         learning.init_training_state(networks, config, key),
         self._state_sharding)
@@ -83,10 +83,13 @@ class WPOLearner(acme.Learner, acme.Saveable):
   def last_metrics(self) -> Dict[str, float]:
     return self._last_metrics
 
-  @property
-  def wait_fraction(self) -> float:
-    """Share of this learner's wall time spent waiting for data."""
-    return self._wait_s / max(1e-9, time.perf_counter() - self._started)
+  def _wait_fraction(self) -> float:
+    """Share of the wall time since the last call of this spent waiting for
+    data (the actors, the rate limiter, the dataset)."""
+    waited, since = self._wait_mark
+    now = time.perf_counter()
+    self._wait_mark = (self._wait_s, now)
+    return (self._wait_s - waited) / max(1e-9, now - since)
 
   def _data(self) -> Any:
     """The step's data argument; may block on the replay's ratio: not locked."""
@@ -118,7 +121,7 @@ class WPOLearner(acme.Learner, acme.Saveable):
     return metrics
 
   def _data_metrics(self) -> Dict[str, float]:
-    out = dict(data_wait_fraction=self.wait_fraction)
+    out = dict(data_wait_fraction=self._wait_fraction())
     if self.feed is not None:
       out.update(replay_items=self.feed.items,
                  samples_per_insert=self.feed.realised_samples_per_insert())
