@@ -15,6 +15,11 @@
 #   distributed  a ~3-minute humanoid-run (acme preset, replay_backend=device,
 #                cores-2 actors) through bench/bench_distributed.py; its
 #                measured window (<= 120 s) shrinks to fit the deadline
+# A host that cannot build the venv (no PyPI, no Python 3.10: e.g. an image
+# with its own JAX) gets instead
+#   device_replay  bench/bench_device_replay.py with the host's python3 (pure
+#                JAX: learner updates/s per K and feed capacity of the device
+#                replay; needs only jax, flax, optax, chex and psutil).
 # Every step runs even when an earlier one failed; all results, and the end of
 # the log of any step that failed or ran out of time, are merged into
 # OUT_DIR/device_check.json. DEVICE_CHECK_SECONDS changes the 480 s budget.
@@ -51,15 +56,30 @@ step() {
   echo "${PIPESTATUS[0]}" >"$out/$name.rc"
 }
 
-rm -rf "$out"/{venv,devices,learner,feed,distributed}.{log,rc,json} "$out/distributed"
+rm -rf "$out"/{venv,devices,learner,feed,distributed,device_replay}.{log,rc,json} \
+  "$out/distributed"
 if nvidia-smi -L >/dev/null 2>&1; then
   step venv 240 make venv-gpu
 else
   step venv 240 make venv
 fi
 
-step devices 60 bash -c "$PY -c 'import jax; print(jax.devices())'; \
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true"
+if [[ "$(cat "$out/venv.rc")" != 0 ]]; then
+  # No project venv: measure the device replay alone with the host's JAX.
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  step devices 60 bash -c "python3 -c 'import jax; print(jax.__version__, \
+    jax.devices())'; nvidia-smi --query-gpu=name,memory.total,driver_version \
+    --format=csv 2>/dev/null || true"
+  step device_replay 300 python3 bench/bench_device_replay.py --seconds 5 \
+    --windows 2 --json "$out/device_replay.json"
+  PY=/nonexistent  # the steps below need the venv: they record their failure
+fi
+
+if [[ -x "$PY" ]]; then
+  step devices 60 bash -c "$PY -c 'import jax; print(jax.devices())'; \
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
+    2>/dev/null || true"
+fi
 
 # bench_feed's --seconds is per window and per (backend, K), all interleaved:
 # 2 windows x 6 x 5 s = 60 s measured here, 2 x 4 x 5 s = 40 s in the feed step.
@@ -115,8 +135,11 @@ result = dict(host=platform.node(), cpus=os.cpu_count(),
               commit=git('rev-parse', 'HEAD'),
               dirty=bool(git('status', '--porcelain', '--untracked-files=no')),
               budget_s=budget, elapsed_s=elapsed)
-for name in ('venv', 'devices', 'learner', 'feed', 'distributed'):
+for name in ('venv', 'devices', 'device_replay', 'learner', 'feed',
+             'distributed'):
   rc = (read(name, 'rc') or '').strip()
+  if not rc:
+    continue  # a step this host's path did not take
   entry = dict(rc=int(rc) if rc.lstrip('-').isdigit() else rc or None)
   log = read(name, 'log') or ''
   if name == 'devices':

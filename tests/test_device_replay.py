@@ -49,8 +49,9 @@ def _fill(replay, state, chunks, first=0):
   return state
 
 
-def _all_ids(state):
-  return np.asarray(state.experience.reward).ravel()
+def _all_ids(replay, state):
+  """Ids in the buffer's slots (not its write padding)."""
+  return np.asarray(state.data.reward)[:, :replay.slots].ravel()
 
 
 def test_uniform_sampling_chi_square():
@@ -71,17 +72,24 @@ def test_uniform_sampling_chi_square():
 
 
 def test_ring_wraps_and_keeps_the_newest():
-  replay = _replay(capacity=256)
+  # 320 slots, chunks of 128: the third chunk crosses the end, 64 items
+  # before it and 64 into slots 0..63 (over the oldest items).
+  replay = _replay(capacity=320)
   chunk = replay.chunk_size
   state = _fill(replay, replay.init(), 2)
-  assert replay.size(state) == 2 * chunk == 256
-  state = _fill(replay, state, 1, first=2 * chunk)  # overwrites the oldest
-  assert replay.size(state) == 256
-  held = np.sort(_all_ids(state))
-  np.testing.assert_array_equal(held, np.arange(chunk, 3 * chunk))
+  assert replay.size(state) == 2 * chunk
+  state = _fill(replay, state, 1, first=2 * chunk)
+  assert replay.size(state) == 320
+  slots = _all_ids(replay, state)
+  np.testing.assert_array_equal(slots[:64], np.arange(320, 384))
+  np.testing.assert_array_equal(slots[64:], np.arange(64, 320))
   drawn = np.asarray(jax.jit(replay.sample)(state, jax.random.PRNGKey(0))
                      .reward)
-  assert drawn.min() >= chunk
+  assert drawn.min() >= 64
+  state = _fill(replay, state, 1, first=3 * chunk)  # next: slots 64..191
+  slots = _all_ids(replay, state)
+  np.testing.assert_array_equal(slots[:192], np.arange(320, 512))
+  np.testing.assert_array_equal(slots[192:], np.arange(192, 320))
 
 
 def _feed(samples_per_insert, min_size, chunks, batch_size=64, k=1):
@@ -131,26 +139,28 @@ def test_feed_stops_draining_when_the_learner_is_behind():
 
 
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):
-  for chunks in (3, 5):  # partly filled, then wrapped
-    replay = _replay(capacity=512)
+  for chunks in (3, 5):  # partly filled, then wrapped across the end
+    replay = _replay(capacity=448)
     state = _fill(replay, replay.init(), chunks)
     checkpointer = checkpointing.Checkpointer(str(tmp_path / str(chunks)))
     saved = replay.to_host(state)
-    filled = saved['experience'][0].shape[2]
+    filled = saved['data'][0].shape[1]
     checkpointer.save(7, {'x': np.zeros(2)}, {'filled': filled},
                       replay=saved)
     loaded = checkpointer.restore_replay(replay.saved_like(filled))
     restored = replay.from_host(loaded)
-    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    for a, b in zip(jax.tree.leaves(replay.to_host(state)),
+                    jax.tree.leaves(replay.to_host(restored))):
       assert a.dtype == b.dtype and a.shape == b.shape
-      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+      np.testing.assert_array_equal(a, b)
+    assert filled == min(chunks * replay.chunk_size, 448)
     key = jax.random.PRNGKey(3)
     np.testing.assert_array_equal(replay.sample(state, key).reward,
                                   replay.sample(restored, key).reward)
     # And both continue identically.
     a = _fill(replay, state, 1, first=10_000)
     b = _fill(replay, restored, 1, first=10_000)
-    np.testing.assert_array_equal(_all_ids(a), _all_ids(b))
+    np.testing.assert_array_equal(_all_ids(replay, a), _all_ids(replay, b))
     checkpointer.close()
 
 
@@ -218,7 +228,7 @@ for _ in range(3):
   state = replay.add(state, Batch(*(rng.normal(
       size=(replay.chunk_size,) + x.shape).astype(np.float32) for x in item)))
 # Each device holds half the items (its own shard) ...
-leaf = state.experience.reward
+leaf = state.data.reward
 assert leaf.sharding.shard_shape(leaf.shape)[0] == 1
 assert len(leaf.sharding.device_set) == 2
 step, _ = S.make_sampling_learner_step(nets, cfg, mesh, replay)

@@ -97,7 +97,7 @@ def save_learner(checkpointer: Checkpointer, step: int, learner,
   if replay is None or not with_replay:
     checkpointer.save(step, state, metadata)
     return
-  filled = int(np.shape(replay['experience'][0])[2])
+  filled = int(np.shape(replay['data'][0])[1])
   checkpointer.save(step, state, dict(metadata, **{_REPLAY_FILLED: filled}),
                     replay=replay)
 

@@ -8,11 +8,11 @@ With `replay_backend='device'` the replay lives on the learner's devices:
   learner call: K x (uniform indices drawn in jit -> gather -> SGD step),
   so a call moves no replay data between host and device.
 
-The ring buffer is flashbax's item buffer, one per device of the learner's mesh
-(vmapped over a leading axis sharded over 'data'). Every chunk is split evenly
-over the devices, so each device holds capacity/D items, the shards always hold
-equal counts, and each device drawing B/D of a batch from its own shard is
-uniform sampling over all items, with no replay data crossing devices.
+The ring buffer has one shard per device of the learner's mesh (a leading
+axis sharded over 'data'). Every chunk is split evenly over the devices, so
+each device holds capacity/D items, the shards always hold equal counts, and
+each device drawing B/D of a batch from its own shard is uniform sampling over
+all items, with no replay data crossing devices.
 
 Samples-per-insert is kept here (`ratio.RatioGate` over the drained items): the
 learner drains a chunk only when the ratio owes it no call, so when it is
@@ -28,9 +28,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
 
-import flashbax as fbx
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
@@ -83,9 +82,11 @@ def learner_devices(*, in_process: bool) -> Tuple[str, int, int]:
   if (os.environ.get('JAX_PLATFORMS', '').strip() == 'cpu' or not any(
       importlib.util.find_spec(name) for name in _ACCELERATOR_PACKAGES)):
     return 'cpu', 1, int(psutil.virtual_memory().available)
-  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE='false')
-  out = subprocess.run([sys.executable, '-c', _PROBE], env=env,
-                       capture_output=True, text=True, timeout=300, check=True)
+  # Same environment as the learner node, so the allocator limit it reports
+  # (XLA_PYTHON_CLIENT_MEM_FRACTION etc.) is the learner's; the memory is
+  # released when the probe exits.
+  out = subprocess.run([sys.executable, '-c', _PROBE], capture_output=True,
+                       text=True, timeout=300, check=True)
   platform, count, free = json.loads(out.stdout.strip().splitlines()[-1])
   return platform, int(count), int(free)
 
@@ -149,101 +150,130 @@ class BufferTooLargeError(ValueError):
   """The device buffer would not fit in the learner's device memory."""
 
 
+class RingState(NamedTuple):
+  """A DeviceReplay's buffers; every leaf has a leading device axis [D]."""
+  data: Batch       # [D, S + c, ...]: S slots, then c slots of write padding
+  next: jax.Array   # [D] int32: the next slot written
+  size: jax.Array   # [D] int32: items held (<= S)
+
+
 class DeviceReplay:
   """Uniform ring buffer of transitions, sharded over `mesh`'s devices.
 
   `item` is one transition (a Batch of arrays without batch axes) giving the
-  shapes and dtypes. Pure functions of a buffer state: `init`, `add` (jitted,
-  donates the state), `sample` (traceable, for use inside the learner step).
+  shapes and dtypes. Each device holds S = capacity/D slots. Pure functions of
+  a RingState: `init`, `add` (jitted, donates the state; each device gets c =
+  chunk_size/D items of every chunk), `sample` (traceable, for use inside the
+  learner step: each device draws B/D uniform indices below its size).
+
+  A chunk is written with two dynamic_update_slices, which XLA does in place:
+  the whole chunk at `next` (running into the c padding slots when it crosses
+  the end) and the part that crossed into slots [0, c). A scatter (flashbax's
+  add) copies the whole buffer on CPU (BUILD_NOTES.md, "Device replay").
   """
 
   def __init__(self, item: Batch, *, capacity: int, batch_size: int,
                mesh: Mesh):
     self.num_shards = d = mesh.devices.size
+    self.chunk_size = -(-INSERT_CHUNK // d) * d
     for name, value in (('max_replay_size', capacity),
                         ('batch_size', batch_size)):
       if value % d:
         raise ValueError(f'{name}={value} must be divisible by the {d} '
                          'devices the device replay is split over')
+    if capacity < 2 * self.chunk_size:
+      raise ValueError(f'max_replay_size={capacity}: the device replay needs '
+                       f'at least {2 * self.chunk_size} (two insert chunks)')
     self.capacity = capacity
     self.batch_size = batch_size
-    self.chunk_size = -(-INSERT_CHUNK // d) * d
+    self.slots = capacity // d  # S
+    self._shard_chunk = self.chunk_size // d  # c
     self.item = Batch(*(np.zeros(np.shape(x), np.asarray(x).dtype)
                         for x in item))
     devices = list(mesh.devices.flat)
     check_fits(self.item, capacity=capacity, num_devices=d,
                free_bytes=free_bytes_per_device(devices),
                platform=devices[0].platform)
-    self._buffer = fbx.make_item_buffer(
-        max_length=capacity // d, min_length=1,
-        sample_batch_size=batch_size // d, add_batches=True)
     self.sharding = NamedSharding(mesh, P('data'))  # leading (device) axis
-    self._batch_sharding = NamedSharding(mesh, P('data'))  # B of [B, ...]
     self.init = jax.jit(self._init, out_shardings=self.sharding)
-    self._add = jax.jit(jax.vmap(self._buffer.add), donate_argnums=0,
+    self._add = jax.jit(jax.vmap(self._add_shard), donate_argnums=0,
                         out_shardings=self.sharding)
 
-  def _init(self):
-    one = self._buffer.init(jax.tree.map(jnp.asarray, self.item))
-    return jax.tree.map(
-        lambda x: jnp.broadcast_to(x, (self.num_shards,) + x.shape), one)
+  def _init(self) -> RingState:
+    d, rows = self.num_shards, self.slots + self._shard_chunk
+    return RingState(
+        data=Batch(*(jnp.zeros((d, rows) + x.shape, x.dtype)
+                     for x in self.item)),
+        next=jnp.zeros((d,), jnp.int32), size=jnp.zeros((d,), jnp.int32))
 
-  def add(self, state, chunk: Batch):
+  def _add_shard(self, state: RingState, chunk: Batch) -> RingState:
+    c, slots = self._shard_chunk, self.slots
+    fits = slots - state.next  # items of the chunk before the end
+
+    def put(buf, x):  # buf [S + c, ...], x [c, ...]
+      # Slots [0, c) get the items that crossed the end (rolled to the front)
+      # and keep their old contents elsewhere.
+      crossed = (jnp.arange(c) < c - fits).reshape((c,) + (1,) * (x.ndim - 1))
+      head = jnp.where(crossed, jnp.roll(x, -fits, axis=0),
+                       jax.lax.dynamic_slice_in_dim(buf, 0, c))
+      buf = jax.lax.dynamic_update_slice_in_dim(buf, head, 0, axis=0)
+      return jax.lax.dynamic_update_slice_in_dim(buf, x, state.next, axis=0)
+
+    return RingState(data=Batch(*map(put, state.data, chunk)),
+                     next=(state.next + c) % slots,
+                     size=jnp.minimum(state.size + c, slots))
+
+  def add(self, state: RingState, chunk: Batch) -> RingState:
     """Adds `chunk_size` items ([chunk_size, ...] host arrays) to `state`."""
     d = self.num_shards
-    split = jax.tree.map(
-        lambda x: np.reshape(x, (d, x.shape[0] // d) + x.shape[1:]),
-        Batch(*chunk))
+    split = Batch(*(np.reshape(x, (d, x.shape[0] // d) + x.shape[1:])
+                    for x in chunk))
     return self._add(state, jax.device_put(split, self.sharding))
 
-  def sample(self, state, key: jax.Array) -> Batch:
+  def sample(self, state: RingState, key: jax.Array) -> Batch:
     """A uniform batch [B, ...], split over the devices along B (traceable)."""
+    per_device = self.batch_size // self.num_shards
+
+    def draw(data, size, key):
+      index = jax.random.randint(key, (per_device,), 0, jnp.maximum(size, 1))
+      return Batch(*(jnp.take(x, index, axis=0) for x in data))
+
     keys = jax.random.split(key, self.num_shards)
-    drawn = jax.vmap(self._buffer.sample)(state, keys).experience  # [D, B/D,.]
-    batch = jax.tree.map(
-        lambda x: x.reshape((self.batch_size,) + x.shape[2:]), drawn)
-    return jax.lax.with_sharding_constraint(batch, self._batch_sharding)
+    drawn = jax.vmap(draw)(state.data, state.size, keys)  # [D, B/D, ...]
+    batch = Batch(*(x.reshape((self.batch_size,) + x.shape[2:])
+                    for x in drawn))
+    return jax.lax.with_sharding_constraint(batch, self.sharding)
 
-  # --- checkpoints: only the filled part of each shard is saved -------------
+  # --- checkpoints: only the filled slots of each shard are saved -----------
 
-  def to_host(self, state) -> Dict[str, Any]:
+  def to_host(self, state: RingState) -> Dict[str, Any]:
     """Numpy copy of `state` for a checkpoint: the filled slots of each shard."""
-    index = np.asarray(state.current_index)  # [D], equal over shards
-    full = np.asarray(state.is_full)
-    filled = self.capacity // self.num_shards if full[0] else int(index[0])
-    return dict(experience=jax.device_get(jax.tree.map(
-                    lambda x: x[:, :, :filled], state.experience)),
-                current_index=index, is_full=full)
+    size = np.asarray(state.size)  # [D], equal over shards
+    filled = int(size[0])
+    return dict(data=jax.device_get(Batch(*(x[:, :filled]
+                                            for x in state.data))),
+                next=np.asarray(state.next), size=size)
 
   def saved_like(self, filled_per_shard: int) -> Dict[str, Any]:
     """Shapes of `to_host`'s output, for restoring a checkpoint."""
     d = self.num_shards
-    return dict(
-        experience=Batch(*(np.zeros((d, 1, filled_per_shard) + x.shape,
-                                    x.dtype) for x in self.item)),
-        current_index=np.zeros((d,), np.int32),
-        is_full=np.zeros((d,), bool))
+    return dict(data=Batch(*(np.zeros((d, filled_per_shard) + x.shape,
+                                      x.dtype) for x in self.item)),
+                next=np.zeros((d,), np.int32), size=np.zeros((d,), np.int32))
 
-  def from_host(self, saved: Dict[str, Any]):
-    """A device state equal to the one `to_host` was given."""
+  def from_host(self, saved: Dict[str, Any]) -> RingState:
+    """A device state holding what `to_host` saved."""
     state = self.init()
-    experience = jax.tree.map(
-        lambda buf, part: jax.lax.dynamic_update_slice(
-            buf, jnp.asarray(part, buf.dtype), (0,) * buf.ndim),
-        state.experience, Batch(*saved['experience']))
-    state = state.replace(
-        experience=experience,
-        current_index=jnp.asarray(saved['current_index'],
-                                  state.current_index.dtype),
-        is_full=jnp.asarray(saved['is_full'], bool))
-    return jax.device_put(state, self.sharding)
+    data = Batch(*(jax.lax.dynamic_update_slice_in_dim(
+        buf, jnp.asarray(part, buf.dtype), 0, axis=1)
+                   for buf, part in zip(state.data, Batch(*saved['data']))))
+    return jax.device_put(
+        RingState(data=data, next=jnp.asarray(saved['next'], jnp.int32),
+                  size=jnp.asarray(saved['size'], jnp.int32)), self.sharding)
 
-  def size(self, state) -> int:
-    """Items held (host read of the shard indices)."""
-    full = bool(np.asarray(state.is_full)[0])
-    per_shard = (self.capacity // self.num_shards if full
-                 else int(np.asarray(state.current_index)[0]))
-    return per_shard * self.num_shards
+  def size(self, state: RingState) -> int:
+    """Items held (a host read)."""
+    return int(np.asarray(state.size)[0]) * self.num_shards
 
 
 class DeviceFeed:
@@ -253,15 +283,15 @@ class DeviceFeed:
   replay.make_transport_iterator) into a short queue; the learner's thread adds
   them to the device buffer only when the samples-per-insert gate owes no
   call, so a learner that falls behind stops draining and the actors block.
-  `lock` guards the buffer state against a checkpoint taken from another
-  thread (adds donate the old buffers).
+  `lock` guards the buffer state and counts against a checkpoint taken from
+  another thread (adds donate the old buffers).
   """
 
   def __init__(self, replay: DeviceReplay, chunks: Iterator[Batch], *,
                samples_per_insert: float, sgd_steps_per_call: int,
                min_size: int, queue_chunks: int = 2):
     self.replay = replay
-    self.lock = threading.Lock()
+    self.lock = threading.RLock()
     self._gate_args = dict(samples_per_insert=samples_per_insert,
                            batch_size=replay.batch_size,
                            sgd_steps_per_call=sgd_steps_per_call)
@@ -297,10 +327,10 @@ class DeviceFeed:
       raise RuntimeError('the replay transport failed') from chunk
     with self.lock:
       self.state = self.replay.add(self.state, chunk)
-    n = self.replay.chunk_size
-    self.items = min(self.items + n, self.replay.capacity)
-    self.inserted += n
-    self.gate.insert(n)
+      n = self.replay.chunk_size
+      self.items = min(self.items + n, self.replay.capacity)
+      self.inserted += n
+      self.gate.insert(n)
     return True
 
   def wait_until_owed(self) -> None:
@@ -318,7 +348,12 @@ class DeviceFeed:
     return self.gate.realised()
 
   def to_host(self) -> Dict[str, Any]:
+    """The buffer for a checkpoint, after adding the chunks already drained
+    (those still inside the drain's reverb streams, at most a few hundred
+    items, are in no checkpoint: BUILD_NOTES.md)."""
     with self.lock:
+      while self.pull(timeout=None):
+        pass
       return self.replay.to_host(self.state)
 
   def restore(self, saved: Dict[str, Any]) -> None:
