@@ -92,12 +92,10 @@ def main():
                                       batch_size=args.batch, mesh=mesh)
   rng = np.random.default_rng(0)
   buffer = replay.init()
-  for chunk in _chunks(rng, max(1, args.prefill // 8192), 8192,
-                       args.obs_dim, args.act_dim):
-    buffer = replay.add(buffer, chunk)
-  inserts = _Inserts(replay, _chunks(rng, 64, replay.chunk_size, args.obs_dim,
-                                     args.act_dim),
-                     args.learner_rate * args.batch / args.spi)
+  chunks = _chunks(rng, 64, replay.chunk_size, args.obs_dim, args.act_dim)
+  for i in range(max(1, args.prefill // replay.chunk_size)):
+    buffer = replay.add(buffer, chunks[i % len(chunks)])
+  inserts = _Inserts(replay, chunks, args.learner_rate * args.batch / args.spi)
   print(f'devices: {devices}; buffer {replay.size(buffer)} items of '
         f'{device_replay.item_bytes(item)} B, capacity {args.capacity}; '
         f'inserting {inserts.rate:.0f} items/s', flush=True)

@@ -1,9 +1,6 @@
 """The device replay (device_replay.py): sampling, ring, ratio, checkpoints,
 and the learner step that samples inside jit (docs/architecture.md)."""
 
-import os
-import subprocess
-import sys
 import threading
 
 import jax
@@ -19,6 +16,8 @@ from wpo_agent import learning
 from wpo_agent import networks as networks_lib
 from wpo_agent import sharding
 from wpo_agent.types import Batch
+
+import two_devices
 
 OBS, ACT = 3, 2
 
@@ -253,19 +252,14 @@ print('OK', max(diffs))
 
 
 def test_sharded_sampling_step_matches_single_device():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _SHARDED], env=env,
-                       capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert 'OK' in out.stdout
+  two_devices.run(_SHARDED)
 
 
 def test_unknown_backend_lists_the_valid_ones():
   with pytest.raises(config_lib.ConfigError) as e:
     config_lib.make_config('small', replay_backend='gpu')
   assert str(e.value) == ("replay_backend='gpu': allowed values are "
-                          "['auto', 'reverb', 'device']")
+                          "['device', 'reverb']")
 
 
 def test_buffer_too_large_is_refused_with_what_to_lower():
@@ -282,14 +276,6 @@ def test_buffer_too_large_is_refused_with_what_to_lower():
                            free_bytes=free, platform='gpu')  # fits: no error
   with pytest.raises(device_replay.BufferTooLargeError):
     _replay(capacity=10**12)  # this host's real free memory
-
-
-def test_auto_resolves_by_platform():
-  assert device_replay.resolve_backend('auto', 'cpu') == 'reverb'
-  assert device_replay.resolve_backend('auto', 'gpu') == 'device'
-  assert device_replay.resolve_backend('auto', 'tpu') == 'device'
-  assert device_replay.resolve_backend('reverb', 'gpu') == 'reverb'
-  assert device_replay.resolve_backend('device', 'cpu') == 'device'
 
 
 def test_single_process_run_resumes_with_its_device_buffer(tmp_path):

@@ -60,7 +60,9 @@ def test_short_single_process_run(tmp_path):
       '--set', 'policy_layer_sizes=16,16', '--set', 'critic_layer_sizes=16,16',
       '--set', 'min_replay_size=100', '--set', 'batch_size=32',
       '--set', 'samples_per_insert=32', '--set', 'num_action_samples=4',
-      timeout=240)
+      # One learner step per actor step past min_replay_size is the reverb
+      # backend's ratio (the device backend's is per drained chunk).
+      '--set', 'replay_backend=reverb', timeout=240)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert 'Traceback' not in proc.stderr
   out = proc.stdout

@@ -5,11 +5,9 @@ Runs in a subprocess: the number of host CPU devices is fixed when jax starts
 (XLA_FLAGS=--xla_force_host_platform_device_count=2).
 """
 
-import os
-import subprocess
-import sys
-
 import pytest
+
+import two_devices
 
 _SCRIPT = r'''
 import jax, jax.numpy as jnp, numpy as np
@@ -65,12 +63,7 @@ print('OK', max(diffs))
 
 
 def test_sharded_step_matches_single_device():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', _SCRIPT], env=env,
-                       capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert 'OK' in out.stdout
+  two_devices.run(_SCRIPT)
 
 
 def test_batch_must_divide_over_devices():

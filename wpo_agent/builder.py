@@ -62,11 +62,8 @@ class Builder:
 
   @property
   def replay_backend(self) -> str:
-    """'reverb' or 'device' (config.replay_backend with 'auto' resolved)."""
-    # Runners resolve 'auto' before building (runs.resolve_config); this
-    # fallback is for parts built directly, in the learner's process.
-    return device_replay.resolve_backend(self.config.replay_backend,
-                                         jax.default_backend())
+    """'device' or 'reverb' (device_replay.REPLAY_BACKENDS)."""
+    return self.config.replay_backend
 
   @property
   def table(self) -> str:

@@ -71,10 +71,10 @@ class WPOConfig:
   samples_per_insert: float = 64.0  # sampled transitions per inserted transition
   rate_limiter: str = 'sample_to_insert'  # or 'min_size' (no ratio; debugging)
   prefetch_size: int = 4  # batches the learner's dataset prepares ahead (reverb)
-  # 'reverb': batches sampled from a reverb table on the host; 'device': a
-  # ring buffer on the learner's devices, sampled inside the jitted step;
-  # 'auto': 'device' on GPU/TPU, 'reverb' on CPU (BUILD_NOTES.md).
-  replay_backend: str = 'auto'
+  # 'device': a ring buffer on the learner's devices, sampled inside the
+  # jitted step; 'reverb': batches sampled from a reverb table on the host
+  # (BUILD_NOTES.md, "Device replay", for the measurements behind the default).
+  replay_backend: str = 'device'
 
   # --- actors (Sec. 8) ---
   variable_update_period: int = 1000  # actor steps between parameter refreshes

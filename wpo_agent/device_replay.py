@@ -39,9 +39,10 @@ import psutil
 from wpo_agent import ratio
 from wpo_agent.types import Batch
 
-# Values of WPOConfig.replay_backend. 'auto': 'device' when the learner's
-# devices are accelerators, else 'reverb' (BUILD_NOTES.md, "Device replay").
-REPLAY_BACKENDS = ('auto', 'reverb', 'device')
+# Values of WPOConfig.replay_backend; the first is the default on every
+# platform (BUILD_NOTES.md, "Device replay": measured on CPU, and the only one
+# that feeds an accelerator learner).
+REPLAY_BACKENDS = ('device', 'reverb')
 # Items per transfer from the transport into the device buffer (rounded up to
 # a multiple of the device count): large enough that adds cost little per
 # item, small enough to keep the learner within ~1% of its ratio.
@@ -49,13 +50,6 @@ INSERT_CHUNK = 128
 # Share of a device's free memory the buffer may take; the rest is for the
 # learner's parameters, optimiser state and activations.
 _MEMORY_SHARE = 0.8
-
-
-def resolve_backend(backend: str, platform: str) -> str:
-  """'auto' -> 'device' when the learner's platform is an accelerator."""
-  if backend != 'auto':
-    return backend
-  return 'reverb' if platform == 'cpu' else 'device'
 
 
 # Packages through which JAX finds accelerators; with none installed (or with
@@ -226,6 +220,9 @@ class DeviceReplay:
   def add(self, state: RingState, chunk: Batch) -> RingState:
     """Adds `chunk_size` items ([chunk_size, ...] host arrays) to `state`."""
     d = self.num_shards
+    if len(chunk.reward) != self.chunk_size:
+      raise ValueError(f'a chunk holds {self.chunk_size} items, got '
+                       f'{len(chunk.reward)}')
     split = Batch(*(np.reshape(x, (d, x.shape[0] // d) + x.shape[1:])
                     for x in chunk))
     return self._add(state, jax.device_put(split, self.sharding))

@@ -96,7 +96,7 @@ class WPOLearner(acme.Learner, acme.Saveable):
     start = time.perf_counter()
     if self.feed is not None:
       self.feed.wait_until_owed()
-      data = self.feed.state  # only this thread replaces it
+      data = None  # the buffer is read under its lock: a save may add to it
     else:
       data = jax.device_put(next(self._iterator), self._batch_sharding)
     self._wait_s += time.perf_counter() - start
@@ -106,7 +106,12 @@ class WPOLearner(acme.Learner, acme.Saveable):
     """One call = `sgd_steps_per_learner_step` SGD steps."""
     data = self._data()
     with self._lock:
-      self._state, metrics = self._learner_step(self._state, data)
+      if self.feed is None:
+        self._state, metrics = self._learner_step(self._state, data)
+      else:
+        with self.feed.lock:  # adds donate the buffer they replace
+          self._state, metrics = self._learner_step(self._state,
+                                                    self.feed.state)
       self._sgd_steps += self._config.sgd_steps_per_learner_step
       self._publish()
     if self.feed is not None:

@@ -153,23 +153,21 @@ def check_resumable(workdir: str, run: RunOptions,
         f'saved values to resume it{hint}')
 
 
-def resolve_config(config: config_lib.WPOConfig, run: RunOptions, *,
-                   in_process: bool) -> config_lib.WPOConfig:
-  """`config` with replay_backend='auto' resolved for the learner's devices
-  (so the workdir records, and every node builds, the backend used); a
-  device replay that would not fit is refused here, before training.
+def check_replay_fits(config: config_lib.WPOConfig, run: RunOptions, *,
+                      in_process: bool) -> None:
+  """Refuses, before training, a device replay that would not fit in the
+  learner's device memory (device_replay.BufferTooLargeError).
 
   `in_process`: the learner runs in this process (device_replay.learner_devices).
   """
+  if config.replay_backend != 'device':
+    return
   platform, count, free = device_replay.learner_devices(in_process=in_process)
-  backend = device_replay.resolve_backend(config.replay_backend, platform)
-  if backend == 'device':
-    env = environments.make_environment(run.domain, run.task, seed=0)
-    device_replay.check_fits(
-        device_replay.transition_item(environments.environment_spec(env)),
-        capacity=config.max_replay_size, num_devices=count, free_bytes=free,
-        platform=platform)
-  return config.replace(replay_backend=backend)
+  env = environments.make_environment(run.domain, run.task, seed=0)
+  device_replay.check_fits(
+      device_replay.transition_item(environments.environment_spec(env)),
+      capacity=config.max_replay_size, num_devices=count, free_bytes=free,
+      platform=platform)
 
 
 def write_run_config(workdir: str, run: RunOptions,

@@ -27,7 +27,7 @@ from wpo_agent import stopping
 def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   """Trains until `max_actor_steps` or a stop signal; returns a summary dict."""
   run = dataclasses.replace(run, single_process=True)
-  config = runs.resolve_config(config, run, in_process=True)
+  runs.check_replay_fits(config, run, in_process=True)
   runs.write_run_config(run.workdir, run, config)
   builder = builder_lib.Builder(config, run)
   say = (lambda *a: None) if run.quiet else (lambda *a: print(*a, flush=True))

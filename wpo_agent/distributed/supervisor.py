@@ -236,7 +236,7 @@ def run(run_options: runs.RunOptions,
       run_options, workdir=os.path.abspath(run_options.workdir),
       single_process=False)
   workdir = run_options.workdir
-  config = runs.resolve_config(config, run_options, in_process=False)
+  runs.check_replay_fits(config, run_options, in_process=False)
   runs.write_run_config(workdir, run_options, config)
   control = control_lib.Control(workdir)
   control.reset()
