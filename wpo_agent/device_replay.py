@@ -115,12 +115,13 @@ def transition_item(environment_spec) -> Batch:
 def transport_size(*, samples_per_insert: float, min_size: int) -> int:
   """Capacity of the transport queue: how far actors may run ahead.
 
-  Four chunks, or the items reverb's ratio limiter would let actors run ahead
-  by (its error buffer over spi), whichever is more.
+  Two chunks, or the items reverb's ratio limiter would let actors run ahead
+  by (its error buffer over spi), whichever is more. Items drained but not yet
+  added (up to 2 chunks queued, ~4 in the drain's streams) come on top.
   """
   ahead = ratio.default_error_buffer(samples_per_insert=samples_per_insert,
                                      min_size=min_size) / samples_per_insert
-  return int(max(4 * INSERT_CHUNK, -(-ahead // 1)))
+  return int(max(2 * INSERT_CHUNK, -(-ahead // 1)))
 
 
 def item_bytes(item: Batch) -> int:
