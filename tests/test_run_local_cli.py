@@ -36,9 +36,16 @@ def run_local(*args, timeout=120, cwd=None):
     (['stray_argument'], ['stray_argument']),
     (['--max_actor_steps=abc'], ['--max_actor_steps=abc']),  # absl parsing
     (['--domian=cartpole'], ['domian', 'domain']),
+    (['--set', 'replay_backend=gpu'], ["replay_backend='gpu'", 'device',
+                                      'reverb']),
+    # 1e11 humanoid items of 628 B: refused before anything is written.
+    (['--domain=humanoid', '--set', 'max_replay_size=1e11'],
+     ['max_replay_size=100000000000', '628 bytes',
+      'lower max_replay_size to at most', 'replay_backend=reverb']),
 ], ids=['domain', 'task', 'config', 'set-field', 'set-type', 'set-choice',
         'set-range', 'set-syntax', 'max-actor-steps', 'eval-episodes',
-        'positional', 'flag-type', 'unknown-flag'])
+        'positional', 'flag-type', 'unknown-flag', 'replay-backend',
+        'replay-too-large'])
 def test_bad_flags_give_one_line(tmp_path, args, fragments):
   proc = run_local('--single_process', f'--workdir={tmp_path / "run"}', *args)
   assert proc.returncode == 2, proc.stderr
@@ -88,3 +95,13 @@ def test_short_single_process_run(tmp_path):
                    "task: saved 'swingup', now 'walk'", '--workdir'):
     assert fragment in lines[0]
   assert (workdir / 'config.json').read_text() == config_before
+
+
+def test_distributed_refuses_a_device_replay_too_large(tmp_path):
+  proc = run_local('--domain=humanoid', f'--workdir={tmp_path / "run"}',
+                   '--set', 'max_replay_size=1e11')
+  assert proc.returncode == 2, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr
+  assert 'lower max_replay_size to at most' in lines[0]
+  assert not os.path.exists(tmp_path / 'run')  # refused before launching
