@@ -144,7 +144,7 @@ def main():
   rates = {key: [] for key in calls}
   for _ in range(args.windows):
     for key in calls:
-      t0, added0 = time.perf_counter(), inserts.added
+      t0 = time.perf_counter()
       buffer, n = run(key, buffer, t0 + args.seconds)
       dt = time.perf_counter() - t0
       rates[key].append(n * key[1] / dt)

@@ -134,7 +134,8 @@ def _noop_sources(backend, args, k, mesh):
   feed = device_replay.DeviceFeed(
       buffer, replay.make_transport_iterator(
           backend.address, table='transport', chunk_size=buffer.chunk_size),
-      samples_per_insert=1e9, sgd_steps_per_call=k, min_size=1000)
+      samples_per_insert=1.0, keep_ratio=False, sgd_steps_per_call=k,
+      min_size=1000)
 
   def calls(state, key):
     def one(total, key):

@@ -97,7 +97,7 @@ def _feed(samples_per_insert, min_size, chunks, batch_size=64, k=1):
             for i in range(chunks))
   return device_replay.DeviceFeed(
       replay, source, samples_per_insert=samples_per_insert,
-      sgd_steps_per_call=k, min_size=min_size)
+      keep_ratio=True, sgd_steps_per_call=k, min_size=min_size)
 
 
 def test_feed_keeps_samples_per_insert():
@@ -130,11 +130,28 @@ def test_feed_stops_draining_when_the_learner_is_behind():
       yield _chunk(i * replay.chunk_size, replay.chunk_size)
 
   feed = device_replay.DeviceFeed(replay, source(), samples_per_insert=1.0,
-                                  sgd_steps_per_call=1, min_size=128)
+                                  keep_ratio=True, sgd_steps_per_call=1,
+                                  min_size=128)
   feed.wait_until_owed()  # 2 chunks: min_size, then one that pays 2 calls
   threading.Event().wait(0.5)  # give the drain thread time to run ahead
   assert feed.inserted == 256
   assert len(consumed) <= 2 + 2 + 1
+
+
+def test_feed_without_ratio_drains_what_has_arrived():
+  # rate_limiter='min_size': no ratio; each call first adds every chunk the
+  # drain holds, so the actors are never held back by the learner.
+  replay = _replay(capacity=4096)
+  feed = device_replay.DeviceFeed(
+      replay, (_chunk(i * 128, 128) for i in range(6)),
+      samples_per_insert=1.0, keep_ratio=False, sgd_steps_per_call=1,
+      min_size=128)
+  for _ in range(20):
+    feed.wait_until_owed()
+    feed.called()
+    threading.Event().wait(0.05)
+  assert feed.inserted == 6 * 128
+  assert feed.gate.calls == 20  # 20 calls on 640 items past min_size: no wait
 
 
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):

@@ -119,8 +119,11 @@ class Builder:
         capacity=c.max_replay_size, batch_size=c.batch_size, mesh=mesh)
     chunks = replay.make_transport_iterator(
         server, table=self.table, chunk_size=buffer.chunk_size)
+    # The configured limiter, not `rate_limiter` (the single-process table's):
+    # the feed keeps the ratio in both runners, or none with 'min_size'.
     return device_replay.DeviceFeed(
         buffer, chunks, samples_per_insert=c.samples_per_insert,
+        keep_ratio=c.rate_limiter == 'sample_to_insert',
         sgd_steps_per_call=c.sgd_steps_per_learner_step,
         min_size=c.min_replay_size)
 

@@ -286,11 +286,15 @@ class DeviceFeed:
   """
 
   def __init__(self, replay: DeviceReplay, chunks: Iterator[Batch], *,
-               samples_per_insert: float, sgd_steps_per_call: int,
-               min_size: int, queue_chunks: int = 2):
+               samples_per_insert: float, keep_ratio: bool,
+               sgd_steps_per_call: int, min_size: int, queue_chunks: int = 2):
+    """`keep_ratio=False` (rate_limiter 'min_size'): after `min_size` items
+    the learner never waits, and drains whatever has arrived before each call."""
     self.replay = replay
     self.lock = threading.RLock()
-    self._gate_args = dict(samples_per_insert=samples_per_insert,
+    self._keep_ratio = keep_ratio
+    self._gate_args = dict(samples_per_insert=samples_per_insert
+                           if keep_ratio else 1e12,
                            batch_size=replay.batch_size,
                            sgd_steps_per_call=sgd_steps_per_call)
     self._min_size = min_size
@@ -334,6 +338,8 @@ class DeviceFeed:
   def wait_until_owed(self) -> None:
     """Blocks (draining) until the ratio allows one more learner call."""
     start = time.perf_counter()
+    while not self._keep_ratio and self.pull(timeout=None):
+      pass
     while not self.gate.owed():
       self.pull(timeout=0.1)
     self.wait_s += time.perf_counter() - start
