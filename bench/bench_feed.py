@@ -192,7 +192,7 @@ def main():
   make = _noop_sources if args.mode == 'feed' else _learners
   print(f'devices: {jax.devices()}; mode {args.mode}; insert target '
         f'{args.learner_rate * args.batch / args.spi:.0f} items/s')
-  results = {}
+  rates, inserts = {}, {}
   try:
     time.sleep(5)  # let the replay reach min_size
     steps = {(b.name, k): make(b, args, k, mesh) for b in backends for k in ks}
@@ -212,24 +212,36 @@ def main():
         dt = time.perf_counter() - t0
         rates[(name, k)].append(n * k / dt)
         inserts[name].append((backend.items() - items0) / dt)
-    for (name, k), r in rates.items():
-      unit = 'batches/s' if args.mode == 'feed' else 'updates/s'
-      results[f'{name}_k{k}'] = dict(backend=name, k=k, rate=median(r),
-                                     rates=r, unit=unit)
-      print(f'{name:7s} K={k:3d}: {median(r):9.1f} {unit} (windows '
-            f'{", ".join(f"{x:.0f}" for x in r)})')
-    for name, r in inserts.items():
-      results[f'{name}_inserts_per_s'] = median(r)
-      print(f'{name:7s} inserts during its windows: {median(r):.0f} items/s')
+        # After every window, so a run cut short by a time limit still
+        # leaves what it measured.
+        _write(args, _summary(args, rates, inserts))
   finally:
     for b in backends:
       b.close()
-  results.update(mode=args.mode, devices=str(jax.devices()),
+  _summary(args, rates, inserts, say=print)
+
+
+def _summary(args, rates, inserts, say=lambda *a: None):
+  unit = 'batches/s' if args.mode == 'feed' else 'updates/s'
+  results = dict(mode=args.mode, devices=str(jax.devices()),
                  batch=args.batch, domain=args.domain, task=args.task)
+  for (name, k), r in rates.items():
+    if r:
+      results[f'{name}_k{k}'] = dict(backend=name, k=k, rate=median(r),
+                                     rates=r, unit=unit)
+      say(f'{name:7s} K={k:3d}: {median(r):9.1f} {unit} (windows '
+          f'{", ".join(f"{x:.0f}" for x in r)})')
+  for name, r in inserts.items():
+    if r:
+      results[f'{name}_inserts_per_s'] = median(r)
+      say(f'{name:7s} inserts during its windows: {median(r):.0f} items/s')
+  return results
+
+
+def _write(args, results):
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(results, f, indent=2)
-
 
 if __name__ == '__main__':
   main()
