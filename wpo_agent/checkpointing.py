@@ -52,10 +52,8 @@ class Checkpointer:
   def restore_replay(self, like: Any, step: Optional[int] = None) -> Any:
     """The device replay saved with the newest checkpoint (shapes of `like`)."""
     step = self._manager.latest_step() if step is None else step
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like)
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        replay=ocp.args.StandardRestore(abstract)))
+        replay=ocp.args.StandardRestore(_abstract(like))))
     return restored['replay']
 
   def restore(self, like: Any,
@@ -64,11 +62,8 @@ class Checkpointer:
     step = self._manager.latest_step() if step is None else step
     if step is None:
       return None
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
-        jax.device_get(like))
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
+        state=ocp.args.StandardRestore(_abstract(jax.device_get(like))),
         metadata=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['metadata'])
 
@@ -83,6 +78,12 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _abstract(like: Any) -> Any:
+  """Shapes and dtypes of the host pytree `like`, for orbax's restore."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like)
 
 
 # Metadata key: filled slots per device shard of a saved device replay.

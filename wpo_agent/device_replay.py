@@ -27,7 +27,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import jax
@@ -299,7 +298,6 @@ class DeviceFeed:
                            sgd_steps_per_call=sgd_steps_per_call)
     self._min_size = min_size
     self._queue: 'queue.Queue' = queue.Queue(maxsize=queue_chunks)
-    self.wait_s = 0.0  # learner time spent waiting for the actors' items
     self._set_state(replay.init())
     threading.Thread(target=self._drain, args=(chunks,), daemon=True,
                      name='device-replay-drain').start()
@@ -337,12 +335,10 @@ class DeviceFeed:
 
   def wait_until_owed(self) -> None:
     """Blocks (draining) until the ratio allows one more learner call."""
-    start = time.perf_counter()
     while not self._keep_ratio and self.pull(timeout=None):
       pass
     while not self.gate.owed():
       self.pull(timeout=0.1)
-    self.wait_s += time.perf_counter() - start
 
   def called(self) -> None:
     self.gate.called()

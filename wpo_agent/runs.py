@@ -153,19 +153,19 @@ def check_resumable(workdir: str, run: RunOptions,
         f'saved values to resume it{hint}')
 
 
-def check_replay_fits(config: config_lib.WPOConfig, run: RunOptions, *,
+def check_replay_fits(config: config_lib.WPOConfig, environment_spec, *,
                       in_process: bool) -> None:
   """Refuses, before training, a device replay that would not fit in the
   learner's device memory (device_replay.BufferTooLargeError).
 
-  `in_process`: the learner runs in this process (device_replay.learner_devices).
+  `environment_spec`: the run's task's (the items' shapes). `in_process`: the
+  learner runs in this process (device_replay.learner_devices).
   """
   if config.replay_backend != 'device':
     return
   platform, count, free = device_replay.learner_devices(in_process=in_process)
-  env = environments.make_environment(run.domain, run.task, seed=0)
   device_replay.check_fits(
-      device_replay.transition_item(environments.environment_spec(env)),
+      device_replay.transition_item(environment_spec),
       capacity=config.max_replay_size, num_devices=count, free_bytes=free,
       platform=platform)
 

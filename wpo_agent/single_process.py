@@ -27,9 +27,9 @@ from wpo_agent import stopping
 def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   """Trains until `max_actor_steps` or a stop signal; returns a summary dict."""
   run = dataclasses.replace(run, single_process=True)
-  runs.check_replay_fits(config, run, in_process=True)
-  runs.write_run_config(run.workdir, run, config)
   builder = builder_lib.Builder(config, run)
+  runs.check_replay_fits(config, builder.environment_spec, in_process=True)
+  runs.write_run_config(run.workdir, run, config)
   say = (lambda *a: None) if run.quiet else (lambda *a: print(*a, flush=True))
   replay = _Replay(builder)
   counts = dict(actor_steps=0, learner_steps=0, episodes=0, elapsed_s=0.0)

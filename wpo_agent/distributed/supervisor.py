@@ -24,6 +24,7 @@ import psutil
 
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
+from wpo_agent import environments
 from wpo_agent import logs
 from wpo_agent import runs
 from wpo_agent import stopping
@@ -236,7 +237,9 @@ def run(run_options: runs.RunOptions,
       run_options, workdir=os.path.abspath(run_options.workdir),
       single_process=False)
   workdir = run_options.workdir
-  runs.check_replay_fits(config, run_options, in_process=False)
+  runs.check_replay_fits(config, environments.environment_spec(
+      environments.make_environment(run_options.domain, run_options.task,
+                                    seed=0)), in_process=False)
   runs.write_run_config(workdir, run_options, config)
   control = control_lib.Control(workdir)
   control.reset()
