@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from wpo_agent import config as config_lib
+from wpo_agent import device_replay
 from wpo_agent import learner as learner_lib
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
@@ -353,3 +354,56 @@ def test_wpo_learner_k1():
   assert other.sgd_steps == 7
   assert leaves_equal(other.save(), saved)
   assert leaves_equal(other.get_variables(['policy'])[0], served)
+
+
+_COMPILES = []  # one entry per XLA compilation, once the listener is on
+
+
+def _count_compile(event, duration, **kwargs):
+  del duration, kwargs
+  if event == '/jax/core/compile/backend_compile_duration':
+    _COMPILES.append(event)
+
+
+def _backend_compiles(fn):
+  """How many XLA compilations `fn()` triggers (jax.monitoring has no public
+  unregister: the listener, registered once, only appends to a list)."""
+  if not _COMPILES:
+    jax.monitoring.register_event_duration_secs_listener(_count_compile)
+    _COMPILES.append('registered')
+  before = len(_COMPILES)
+  fn()
+  return len(_COMPILES) - before
+
+
+def _device_feed(config):
+  data = fake_dataset(device_replay.INSERT_CHUNK, discount=0.9)
+  replay = device_replay.DeviceReplay(
+      jax.tree.map(lambda x: x[0], data), capacity=1024,
+      batch_size=config.batch_size, mesh=one_device_mesh())
+  return device_replay.DeviceFeed(
+      replay, iter([data] * 4), samples_per_insert=1.0, keep_ratio=False,
+      sgd_steps_per_call=config.sgd_steps_per_learner_step,
+      min_size=device_replay.INSERT_CHUNK)
+
+
+@pytest.mark.parametrize('backend', ['reverb', 'device'])
+@pytest.mark.parametrize('compile_first', [True, False])
+def test_compile_leaves_no_compilation_to_the_first_step(backend,
+                                                         compile_first):
+  """The distributed learner compiles before it serves parameters; its first
+  step must then reuse that executable (and, as a control, compiles without)."""
+  # A shape no other test uses: nothing compiled earlier in the session hits.
+  config = make_config(sgd_steps_per_learner_step=3, batch_size=24)
+  source = (_device_feed(config) if backend == 'device'
+            else batch_iterator(3, seed=2))
+  if backend == 'reverb':
+    source = (jax.tree.map(lambda x: x[:, :24], b) for b in source)
+  learner = learner_lib.WPOLearner(make_networks(config), config, source,
+                                   jax.random.PRNGKey(0),
+                                   mesh=one_device_mesh(), logger=None)
+  if compile_first:
+    learner.compile(jax.tree.map(lambda x: x[0], fake_dataset(1)))
+  first_step = _backend_compiles(learner.step)
+  assert learner.sgd_steps == 3
+  assert (first_step == 0) == compile_first, first_step

@@ -227,6 +227,13 @@ class DeviceReplay:
                     for x in chunk))
     return self._add(state, jax.device_put(split, self.sharding))
 
+  def compile_add(self, state: RingState) -> None:
+    """Compiles `add` for `state` ahead of its first call."""
+    chunk = Batch(*(jax.ShapeDtypeStruct(
+        (self.num_shards, self._shard_chunk) + x.shape, x.dtype,
+        sharding=self.sharding) for x in self.item))
+    self._add.lower(state, chunk).compile()
+
   def sample(self, state: RingState, key: jax.Array) -> Batch:
     """A uniform batch [B, ...], split over the devices along B (traceable)."""
     per_device = self.batch_size // self.num_shards

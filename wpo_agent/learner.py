@@ -91,6 +91,27 @@ class WPOLearner(acme.Learner, acme.Saveable):
     self._wait_mark = (self._wait_s, now)
     return (self._wait_s - waited) / max(1e-9, now - since)
 
+  def compile(self, item: Batch) -> None:
+    """Compiles the step now, not in its first call.
+
+    `item` is one transition (shapes and dtypes; e.g.
+    `device_replay.transition_item`). The distributed learner calls this
+    before it serves parameters, so actors, which wait for those, cannot run
+    ahead while the step compiles (on a loaded machine, long enough for them
+    to fill every queue and leave a short resumed run without a learner step).
+    """
+    with self._lock:
+      if self.feed is not None:
+        with self.feed.lock:
+          self.feed.replay.compile_add(self.feed.state)
+          self._learner_step.lower(self._state, self.feed.state).compile()
+        return
+      k, b = self._config.sgd_steps_per_learner_step, self._config.batch_size
+      batch = jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(
+              (k, b) + x.shape, x.dtype, sharding=self._batch_sharding), item)
+      self._learner_step.lower(self._state, batch).compile()
+
   def _data(self) -> Any:
     """The step's data argument; may block on the replay's ratio: not locked."""
     start = time.perf_counter()

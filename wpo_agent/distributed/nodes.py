@@ -18,6 +18,7 @@ from acme.utils import counting
 from wpo_agent import builder as builder_lib
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
+from wpo_agent import device_replay
 from wpo_agent import runs
 from wpo_agent.distributed import control as control_lib
 
@@ -84,6 +85,10 @@ class LearnerNode:
     self._checkpointer = checkpointing.Checkpointer(node.run.workdir)
     checkpointing.restore_learner(self._checkpointer, self._learner,
                                   with_replay=node.run.checkpoint_replay)
+    # Before the courier server starts (after this returns): actors wait for
+    # parameters, so none runs ahead of the ratio while the step compiles.
+    self._learner.compile(
+        device_replay.transition_item(node.builder.environment_spec))
 
   def get_variables(self, names):
     return self._learner.get_variables(names)
