@@ -109,8 +109,8 @@ def main():
       nets = networks_lib.make_networks(
           args.obs_dim, -np.ones(args.act_dim), np.ones(args.act_dim),
           **cfg.network_kwargs())
-      step, replicated = sharding.make_sampling_learner_step(nets, cfg, mesh,
-                                                             replay)
+      step, replicated, _ = sharding.make_sampling_learner_step(
+          nets, cfg, mesh, replay)
       states[('updates', k)] = jax.device_put(
           learning.init_training_state(nets, cfg, jax.random.PRNGKey(0)),
           replicated)

@@ -26,6 +26,7 @@ from absl import logging
 
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
+from wpo_agent.distributed import hosts
 # acme imports gym, which prints a 4-line deprecation notice to stderr; keep
 # stderr for our own messages (a bad flag must read as one `error:` line).
 with contextlib.redirect_stderr(io.StringIO()):
@@ -64,6 +65,14 @@ flags.DEFINE_bool('checkpoint_replay', _RUN.checkpoint_replay, 'Save the '
                   'replay buffer with each checkpoint (under WORKDIR/replay), '
                   'so a resumed run keeps its data; --nocheckpoint_replay '
                   'refills it instead.')
+flags.DEFINE_integer('num_hosts', None, 'Hosts training as one learner; '
+                     'default $JAX_NUM_PROCESSES, else 1. Every host runs the '
+                     'same command (README "Several hosts").')
+flags.DEFINE_integer('host_id', None, 'This host, 0..num_hosts-1; default '
+                     '$JAX_PROCESS_ID, else 0.')
+flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of host 0 for '
+                    'jax.distributed (with --num_hosts > 1); default '
+                    '$JAX_COORDINATOR_ADDRESS.')
 
 
 class UsageError(Exception):
@@ -79,10 +88,21 @@ def run_options() -> runs.RunOptions:
       checkpoint_every_s=FLAGS.checkpoint_every,
       checkpoint_replay=FLAGS.checkpoint_replay,
       single_process=FLAGS.single_process, num_actors=FLAGS.num_actors,
-      lp_launch_type=FLAGS.lp_launch_type)
+      lp_launch_type=FLAGS.lp_launch_type, **_host_options())
   workdir = FLAGS.workdir or os.path.join(
       'runs', f'{run.domain}-{run.task}-seed{run.seed}')
   return dataclasses.replace(run, workdir=workdir)
+
+
+def _host_options():
+  """--num_hosts, --host_id, --coordinator_address, else JAX's variables."""
+  address, num, host = hosts.environment_defaults()
+  pick = lambda flag, env, default: (  # pylint: disable=g-long-lambda
+      flag if flag is not None else env if env is not None else default)
+  return dict(num_hosts=pick(FLAGS.num_hosts, num, _RUN.num_hosts),
+              host_id=pick(FLAGS.host_id, host, _RUN.host_id),
+              coordinator_address=pick(FLAGS.coordinator_address, address,
+                                       _RUN.coordinator_address))
 
 
 def main(argv):
@@ -119,6 +139,9 @@ def print_summary(summary) -> None:
   state = ('stopped early (resume with the same command)'
            if summary['stopped_early'] else 'finished')
   wd = summary['workdir']
+  if 'global_actor_steps' in summary:
+    print(f'\nall hosts: {summary["global_actor_steps"]} actor steps',
+          flush=True)
   print(f'\n{state}: {summary["domain"]}-{summary["task"]}, '
         f'{summary["actor_steps"]} actor steps, {summary["learner_steps"]} '
         f'learner steps, last eval return {ev}, {summary["elapsed_s"]} s\n'

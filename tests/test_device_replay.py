@@ -199,8 +199,8 @@ def test_in_jit_sampling_equals_the_same_steps_fed_from_outside():
     chunk = Batch(*(rng.normal(size=(replay.chunk_size,) + x.shape)
                     .astype(np.float32) for x in _item()))
     state = replay.add(state, chunk)
-  step, _ = sharding.make_sampling_learner_step(nets, cfg,
-                                                sharding.make_mesh(), replay)
+  step, _, _ = sharding.make_sampling_learner_step(
+      nets, cfg, sharding.make_mesh(), replay)
   fused, _ = step(learning.init_training_state(nets, cfg,
                                                jax.random.PRNGKey(1)), state)
   # Outside: draw each batch with the same key, then the plain SGD step.
@@ -247,7 +247,7 @@ for _ in range(3):
 leaf = state.data.reward
 assert leaf.sharding.shard_shape(leaf.shape)[0] == 1
 assert len(leaf.sharding.device_set) == 2
-step, _ = S.make_sampling_learner_step(nets, cfg, mesh, replay)
+step, _, _ = S.make_sampling_learner_step(nets, cfg, mesh, replay)
 s2, _ = step(L.init_training_state(nets, cfg, jax.random.PRNGKey(0)), state)
 # ... and the 2-device step equals one device fed the same batches whole.
 sgd = jax.jit(L.make_sgd_step(nets, cfg))

@@ -112,11 +112,14 @@ class Builder:
         num_sgd_steps=c.sgd_steps_per_learner_step, prefetch=c.prefetch_size)
 
   def device_feed(self, server, mesh) -> device_replay.DeviceFeed:
-    """Device backend: the buffer on `mesh`, fed from the transport table."""
-    c = self.config
+    """Device backend: the buffer on `mesh` (this host's devices), fed from
+    the transport table. With H hosts each holds 1/H of the replay and draws
+    1/H of each batch: the sizes in the config are the whole learner's."""
+    c, hosts = self.config, jax.process_count()
     buffer = device_replay.DeviceReplay(
         device_replay.transition_item(self.environment_spec),
-        capacity=c.max_replay_size, batch_size=c.batch_size, mesh=mesh)
+        capacity=c.max_replay_size // hosts, batch_size=c.batch_size // hosts,
+        mesh=mesh)
     chunks = replay.make_transport_iterator(
         server, table=self.table, chunk_size=buffer.chunk_size)
     # The configured limiter, not `rate_limiter` (the single-process table's):
@@ -125,14 +128,15 @@ class Builder:
         buffer, chunks, samples_per_insert=c.samples_per_insert,
         keep_ratio=c.rate_limiter == 'sample_to_insert',
         sgd_steps_per_call=c.sgd_steps_per_learner_step,
-        min_size=c.min_replay_size)
+        min_size=-(-c.min_replay_size // hosts))
 
   # --- learner, actors, evaluator -------------------------------------------
 
   def learner(self, server, logger: Optional[Any]) -> learner_lib.WPOLearner:
-    """The learner, data-parallel over this host's devices, fed by `server`
-    (a reverb address or client) through the configured replay backend."""
-    devices = jax.local_devices()
+    """The learner, data-parallel over this host's devices (every host's,
+    once `jax.distributed` has joined them), fed by `server` (a reverb
+    address or client) through the configured replay backend."""
+    devices = jax.devices()
     for name in ('batch_size',) + (
         ('max_replay_size',) if self.replay_backend == 'device' else ()):
       if getattr(self.config, name) % len(devices):
@@ -140,8 +144,10 @@ class Builder:
             f'{name}={getattr(self.config, name)} must be divisible by the '
             f'{len(devices)} devices it is split over ({devices[0].platform})')
     mesh = sharding.make_mesh(devices)
-    source = (self.device_feed(server, mesh)
-              if self.replay_backend == 'device' else self.dataset(server))
+    if self.replay_backend == 'device':
+      source = self.device_feed(server, sharding.make_mesh(jax.local_devices()))
+    else:
+      source = self.dataset(server)
     return learner_lib.WPOLearner(
         self.networks, self.config, source, jax.random.PRNGKey(self.run.seed),
         mesh=mesh, logger=logger)

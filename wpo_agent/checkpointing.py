@@ -35,6 +35,9 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def all_steps(self) -> Tuple[int, ...]:
+    return tuple(self._manager.all_steps())
+
   def save(self, step: int, state: Any, metadata: Dict[str, Any],
            replay: Optional[Any] = None) -> None:
     """Saves `state` (a pytree of arrays), JSON-able `metadata` and, if
@@ -104,15 +107,24 @@ def save_learner(checkpointer: Checkpointer, step: int, learner,
 
 
 def restore_learner(checkpointer: Checkpointer, learner, *,
-                    with_replay: bool) -> Optional[Dict[str, Any]]:
-  """Restores the newest checkpoint into `learner` (and its device replay
-  when saved and `with_replay`); returns its metadata, or None if none."""
-  restored = checkpointer.restore(learner.save())
+                    with_replay: bool,
+                    step: Optional[int] = None) -> Optional[Dict[str, Any]]:
+  """Restores the checkpoint at `step` (default: the newest) into `learner`
+  (and its device replay when saved and `with_replay`); returns its
+  metadata, or None if there is none."""
+  restored = checkpointer.restore(learner.save(), step)
   if restored is None:
     return None
   state, metadata = restored
   learner.restore(state)
-  if with_replay and learner.feed is not None and _REPLAY_FILLED in metadata:
-    like = learner.feed.replay.saved_like(metadata[_REPLAY_FILLED])
-    learner.feed.restore(checkpointer.restore_replay(like))
+  if with_replay:
+    restore_replay(checkpointer, learner, metadata, step)
   return metadata
+
+
+def restore_replay(checkpointer: Checkpointer, learner,
+                   metadata: Dict[str, Any], step: Optional[int]) -> None:
+  """The device replay saved at `step` (if it was) into `learner`."""
+  if learner.feed is not None and _REPLAY_FILLED in metadata:
+    like = learner.feed.replay.saved_like(metadata[_REPLAY_FILLED])
+    learner.feed.restore(checkpointer.restore_replay(like, step))

@@ -27,7 +27,7 @@ import queue
 import subprocess
 import sys
 import threading
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -234,19 +234,26 @@ class DeviceReplay:
         sharding=self.sharding) for x in self.item))
     self._add.lower(state, chunk).compile()
 
-  def sample(self, state: RingState, key: jax.Array) -> Batch:
-    """A uniform batch [B, ...], split over the devices along B (traceable)."""
+  def sample(self, state: RingState, key: jax.Array,
+             sharding: Optional[NamedSharding] = None) -> Batch:
+    """A uniform batch [B, ...], split over the devices along B (traceable).
+
+    `state` may be this buffer's or, with several hosts, the global view of
+    every host's buffers (`sharding` over every host's devices; hosts.py):
+    each device draws B/D items of its own shard either way.
+    """
     per_device = self.batch_size // self.num_shards
+    d = state.size.shape[0]
 
     def draw(data, size, key):
       index = jax.random.randint(key, (per_device,), 0, jnp.maximum(size, 1))
       return Batch(*(jnp.take(x, index, axis=0) for x in data))
 
-    keys = jax.random.split(key, self.num_shards)
+    keys = jax.random.split(key, d)
     drawn = jax.vmap(draw)(state.data, state.size, keys)  # [D, B/D, ...]
-    batch = Batch(*(x.reshape((self.batch_size,) + x.shape[2:])
+    batch = Batch(*(x.reshape((d * per_device,) + x.shape[2:])
                     for x in drawn))
-    return jax.lax.with_sharding_constraint(batch, self.sharding)
+    return jax.lax.with_sharding_constraint(batch, sharding or self.sharding)
 
   # --- checkpoints: only the filled slots of each shard are saved -----------
 
@@ -340,12 +347,17 @@ class DeviceFeed:
       self.gate.insert(n)
     return True
 
-  def wait_until_owed(self) -> None:
-    """Blocks (draining) until the ratio allows one more learner call."""
+  def wait_until_owed(self, stop: Optional[Callable[[], bool]] = None
+                      ) -> bool:
+    """Blocks (draining) until the ratio allows one more learner call, or
+    until `stop()` is true (then returns False)."""
     while not self._keep_ratio and self.pull(timeout=None):
       pass
     while not self.gate.owed():
+      if stop is not None and stop():
+        return False
       self.pull(timeout=0.1)
+    return True
 
   def called(self) -> None:
     self.gate.called()

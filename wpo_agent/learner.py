@@ -13,7 +13,8 @@ batches (reverb, sampled on the host and copied in each call) or a
 
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 import acme
 import jax
@@ -49,9 +50,9 @@ class WPOLearner(acme.Learner, acme.Saveable):
     self.feed = None
     if isinstance(source, device_replay.DeviceFeed):
       self.feed = source
-      self._learner_step, self._state_sharding = (
-          sharding.make_sampling_learner_step(networks, config, mesh,
-                                              source.replay))
+      (self._learner_step, self._state_sharding,
+       self._replay_sharding) = sharding.make_sampling_learner_step(
+           networks, config, mesh, source.replay)
     else:
       self._iterator = source
       self._learner_step, self._state_sharding, self._batch_sharding = (
@@ -104,13 +105,30 @@ class WPOLearner(acme.Learner, acme.Saveable):
       if self.feed is not None:
         with self.feed.lock:
           self.feed.replay.compile_add(self.feed.state)
-          self._learner_step.lower(self._state, self.feed.state).compile()
+          self._learner_step.lower(self._state,
+                                   self._replay_view()).compile()
         return
       k, b = self._config.sgd_steps_per_learner_step, self._config.batch_size
       batch = jax.tree.map(
           lambda x: jax.ShapeDtypeStruct(
               (k, b) + x.shape, x.dtype, sharding=self._batch_sharding), item)
       self._learner_step.lower(self._state, batch).compile()
+
+  def _replay_view(self) -> Any:
+    """The device buffer as the step takes it (every host's, with several)."""
+    return sharding.global_view(self.feed.state, self._replay_sharding)
+
+  def ready(self, stop: Callable[[], bool]) -> bool:
+    """Waits until the replay ratio allows a call (True) or `stop()` (False).
+
+    With several hosts the learners call the step in lockstep, so a host
+    that is asked to stop must not wait for data its stopped actors will
+    never send (distributed/hosts.py). Device backend only.
+    """
+    start = time.perf_counter()
+    owed = self.feed.wait_until_owed(stop)
+    self._wait_s += time.perf_counter() - start
+    return owed
 
   def _data(self) -> Any:
     """The step's data argument; may block on the replay's ratio: not locked."""
@@ -132,7 +150,7 @@ class WPOLearner(acme.Learner, acme.Saveable):
       else:
         with self.feed.lock:  # adds donate the buffer they replace
           self._state, metrics = self._learner_step(self._state,
-                                                    self.feed.state)
+                                                    self._replay_view())
       self._sgd_steps += self._config.sgd_steps_per_learner_step
       self._publish()
     if self.feed is not None:

@@ -64,6 +64,12 @@ class RunOptions:
   single_process: bool = False  # else the Launchpad program
   num_actors: int = 4  # actor processes of the distributed program
   lp_launch_type: str = 'local_mp'  # or 'local_mt' (threads, debugging)
+  # Several hosts training as one learner (distributed/hosts.py): every host
+  # runs the same command with its own host_id; host 0 serves the JAX
+  # coordinator at coordinator_address (HOST:PORT).
+  num_hosts: int = 1
+  host_id: int = 0
+  coordinator_address: Optional[str] = None
 
   def __post_init__(self):
     # Raises environments.UnknownTaskError listing the valid names.
@@ -77,6 +83,37 @@ class RunOptions:
     if self.lp_launch_type not in LAUNCH_TYPES:
       raise RunOptionsError(f'--lp_launch_type={self.lp_launch_type}: allowed '
                             f'values are {list(LAUNCH_TYPES)}')
+    self._check_hosts()
+
+  def _check_hosts(self) -> None:
+    if (not isinstance(self.num_hosts, int) or isinstance(self.num_hosts, bool)
+        or self.num_hosts < 1):
+      raise RunOptionsError(f'--num_hosts={self.num_hosts}: must be an integer '
+                            '>= 1')
+    if not (isinstance(self.host_id, int) and
+            0 <= self.host_id < self.num_hosts):
+      raise RunOptionsError(f'--host_id={self.host_id}: must be an integer in '
+                            f'[0, {self.num_hosts - 1}] (--num_hosts='
+                            f'{self.num_hosts})')
+    if self.num_hosts == 1:
+      return
+    if self.single_process:
+      raise RunOptionsError('--num_hosts > 1 runs the distributed program: '
+                            'drop --single_process')
+    host, _, port = (self.coordinator_address or '').rpartition(':')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      raise RunOptionsError(
+          f'--coordinator_address={self.coordinator_address}: a run on '
+          f'{self.num_hosts} hosts needs HOST:PORT of host 0 (the same on '
+          'every host), e.g. 10.0.0.2:8476')
+
+  @property
+  def host_workdir(self) -> str:
+    """Where this host writes: the workdir on host 0, WORKDIR/host_<id> on the
+    others (so one shared workdir serves every host)."""
+    if self.host_id == 0:
+      return self.workdir
+    return os.path.join(self.workdir, f'host_{self.host_id}')
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -87,7 +124,7 @@ class WorkdirMismatchError(ValueError):
 
 
 # What a checkpoint's shapes depend on.
-_FIXED_RUN = ('domain', 'task')
+_FIXED_RUN = ('domain', 'task', 'num_hosts')
 _FIXED_CONFIG = ('policy_family', 'num_components', 'policy_layer_sizes',
                  'critic_layer_sizes')
 # A restored reverb table keeps its size and rate limiter. The single-process
@@ -153,20 +190,31 @@ def check_resumable(workdir: str, run: RunOptions,
         f'saved values to resume it{hint}')
 
 
+def check_hosts(run: RunOptions, config: config_lib.WPOConfig) -> None:
+  """What a multi-host run needs of the config (RunOptionsError otherwise)."""
+  if run.num_hosts > 1 and config.replay_backend != 'device':
+    raise RunOptionsError(
+        f'--num_hosts={run.num_hosts} needs replay_backend=device (got '
+        f'{config.replay_backend}): the hosts\' learners step in lockstep, '
+        'which a reverb sampler blocked on its rate limiter cannot')
+
+
 def check_replay_fits(config: config_lib.WPOConfig, environment_spec, *,
-                      in_process: bool) -> None:
+                      in_process: bool, num_hosts: int = 1) -> None:
   """Refuses, before training, a device replay that would not fit in the
   learner's device memory (device_replay.BufferTooLargeError).
 
   `environment_spec`: the run's task's (the items' shapes). `in_process`: the
-  learner runs in this process (device_replay.learner_devices).
+  learner runs in this process (device_replay.learner_devices). Each of
+  `num_hosts` hosts holds its share of the replay.
   """
   if config.replay_backend != 'device':
     return
   platform, count, free = device_replay.learner_devices(in_process=in_process)
   device_replay.check_fits(
       device_replay.transition_item(environment_spec),
-      capacity=config.max_replay_size, num_devices=count, free_bytes=free,
+      capacity=config.max_replay_size // num_hosts, num_devices=count,
+      free_bytes=free,
       platform=platform)
 
 
@@ -218,7 +266,8 @@ def actor_seeds(run: RunOptions, *, actor_index: int,
   Fresh on every resume (the run's actor-step count at launch is part of the
   entropy), and reproducible from the same (seed, index, resume point).
   """
-  entropy = (run.seed, actor_index, start_actor_steps)
+  entropy = (run.seed, actor_index, start_actor_steps) + (
+      (run.host_id,) if run.host_id else ())  # host 0: as on a single host
   return derive_seed(*entropy), derive_seed(*entropy, 1)
 
 

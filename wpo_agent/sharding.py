@@ -10,7 +10,8 @@ single-device step up to float summation order. The same code covers several
 hosts once `jax.distributed.initialize` has made `jax.devices()` global.
 """
 
-from typing import Optional, Sequence, Tuple
+import functools
+from typing import Any, Optional, Sequence, Tuple
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -55,17 +56,37 @@ def make_sampling_learner_step(
     mesh: Mesh,
     replay,
 ) -> Tuple[callable, NamedSharding]:
-  """Returns (jitted step(state, replay_state), state sharding).
+  """Returns (jitted step(state, replay_state), state sharding, replay
+  sharding).
 
-  The device replay (`device_replay.DeviceReplay` over the same mesh) is
-  sharded along its device axis and every device draws its B/D of each batch
-  from its own shard, so the step gathers no replay data across devices; the
-  gradients are averaged over devices as in `make_sharded_learner_step`.
+  The device replay (`device_replay.DeviceReplay` over this host's devices)
+  is sharded along its device axis and every device draws its B/D of each
+  batch from its own shard, so the step gathers no replay data across
+  devices; the gradients are averaged over devices as in
+  `make_sharded_learner_step`. With several hosts, `mesh` holds every host's
+  devices and the step takes the global view of the hosts' buffers
+  (`distributed.hosts.global_view` with the returned replay sharding).
   """
   replicated = NamedSharding(mesh, P())
+  replay_sharding = NamedSharding(mesh, P('data'))
+  sample = functools.partial(replay.sample, sharding=replay_sharding)
   step = jax.jit(
-      learning.make_sampling_learner_step(networks, config, replay.sample),
-      in_shardings=(replicated, replay.sharding),
+      learning.make_sampling_learner_step(networks, config, sample),
+      in_shardings=(replicated, replay_sharding),
       out_shardings=(replicated, replicated),
       donate_argnums=0)
-  return step, replicated
+  return step, replicated, replay_sharding
+
+
+def global_view(local: Any, sharding: NamedSharding) -> Any:
+  """Arrays whose leading axis is split over this process's devices, viewed
+  (no copy) as the global arrays of `sharding` over every host's devices."""
+  if jax.process_count() == 1:
+    return local
+  devices = sharding.mesh.devices.size
+
+  def one(x):
+    shards = [s.data for s in x.addressable_shards]
+    return jax.make_array_from_single_device_arrays(
+        (devices,) + x.shape[1:], sharding, shards)
+  return jax.tree.map(one, local)

@@ -11,9 +11,11 @@ the single-process runner uses. Every node reports its state through
 import os
 import threading
 import time
+import traceback
 from typing import Any, Dict
 
 from acme.utils import counting
+import numpy as np
 
 from wpo_agent import builder as builder_lib
 from wpo_agent import checkpointing
@@ -21,6 +23,7 @@ from wpo_agent import config as config_lib
 from wpo_agent import device_replay
 from wpo_agent import runs
 from wpo_agent.distributed import control as control_lib
+from wpo_agent.distributed import hosts
 
 Spec = Dict[str, Any]
 _COUNT_EVERY = 100  # actor steps between counter increments / STOP checks
@@ -41,7 +44,13 @@ class _Node:
     self.config = config_lib.WPOConfig(**spec['config'])
     self.builder = builder_lib.Builder(self.config, self.run)
     self.control = control_lib.Control(self.run.workdir)
-    self.start_actor_steps = int(spec['start_actor_steps'])
+    self.start_actor_steps = int(spec['start_actor_steps'])  # this host's
+    # The run's actor steps: with several hosts, the sum over hosts, which
+    # the learner publishes in the counter after each exchange (hosts.py).
+    self.steps_key = ('global_actor_steps' if self.run.num_hosts > 1
+                      else 'actor_steps')
+    self.start_run_steps = int(spec.get('start_global_actor_steps',
+                                        self.start_actor_steps))
 
   def elapsed(self) -> float:
     """Run wall time, continued across resumes."""
@@ -77,14 +86,17 @@ class LearnerNode:
   """
 
   def __init__(self, replay_client, counter, spec: Spec):
+    run = runs.RunOptions(**spec['run'])
+    if run.num_hosts > 1:  # before anything else in this process uses JAX
+      hosts.join(coordinator_address=run.coordinator_address,
+                 num_hosts=run.num_hosts, host_id=run.host_id)
     self._node = node = _Node(spec)
     self._replay_client = replay_client
     self._counter = counter
     self._learner = node.builder.learner(
         replay_client, logger=node.builder.loggers('train', 'learner_steps'))
     self._checkpointer = checkpointing.Checkpointer(node.run.workdir)
-    checkpointing.restore_learner(self._checkpointer, self._learner,
-                                  with_replay=node.run.checkpoint_replay)
+    self._restore()
     # Before the courier server starts (after this returns): actors wait for
     # parameters, so none runs ahead of the ratio while the step compiles.
     self._learner.compile(
@@ -93,14 +105,36 @@ class LearnerNode:
   def get_variables(self, names):
     return self._learner.get_variables(names)
 
-  def _save(self) -> None:
+  def _restore(self) -> None:
+    """The newest checkpoint; with several hosts, the newest every host has,
+    and host 0's learner state everywhere (all hosts then step identically)."""
+    with_replay = self._node.run.checkpoint_replay
+    if self._node.run.num_hosts == 1:
+      checkpointing.restore_learner(self._checkpointer, self._learner,
+                                    with_replay=with_replay)
+      return
+    newest = self._checkpointer.latest_step()
+    step = hosts.common_step(hosts.exchange(
+        np.array([-1 if newest is None else newest], np.int32))[:, 0])
+    restored = None
+    if step is not None and step in self._checkpointer.all_steps():
+      restored = self._checkpointer.restore(self._learner.save(), step)
+    # Equal on every host before it reaches a device (device_put checks).
+    self._learner.restore(hosts.from_host0(
+        restored[0] if restored else self._learner.save()))
+    if restored and with_replay:
+      checkpointing.restore_replay(self._checkpointer, self._learner,
+                                   restored[1], step)
+
+  def _save(self, step=None) -> None:
     if self._node.run.checkpoint_replay:
       self._replay_client.checkpoint()  # first: never older than the learner's
     counts = self._counter.get_counts()
     meta = dict(counts, elapsed_s=self._node.elapsed())
     checkpointing.save_learner(
-        self._checkpointer, int(counts.get('actor_steps', 0)), self._learner,
-        meta, with_replay=self._node.run.checkpoint_replay)
+        self._checkpointer,
+        int(counts.get('actor_steps', 0)) if step is None else step,
+        self._learner, meta, with_replay=self._node.run.checkpoint_replay)
 
   def _watch_for_stop(self) -> None:
     control = self._node.control
@@ -120,6 +154,9 @@ class LearnerNode:
     os._exit(code)  # the SGD thread may be blocked inside reverb
 
   def run(self) -> None:
+    if self._node.run.num_hosts > 1:
+      self._run_in_lockstep()
+      return
     with self._node.control.node('learner'):
       threading.Thread(target=self._watch_for_stop, daemon=True).start()
       k = self._node.config.sgd_steps_per_learner_step
@@ -131,6 +168,61 @@ class LearnerNode:
         if time.time() - last_save >= self._node.run.checkpoint_every_s:
           self._save()
           last_save = time.time()
+
+  def _run_in_lockstep(self) -> None:
+    """One of several hosts' learners: step, save and stop with the others
+    (hosts.py), then wind this host down the way a STOP file does."""
+    control, run = self._node.control, self._node.run
+    # os._exit, not jax.distributed's exit barrier: another host may be gone.
+    try:
+      with control.node('learner'):  # records a failure, then re-raises
+        try:
+          decision = self._lockstep()
+        except Exception as e:  # a peer's learner went away mid-collective
+          raise RuntimeError(hosts.peer_lost_reason(e)) from e
+        if decision.stop == hosts.STEP_LIMIT:
+          control.request_step_limit_stop(run.max_actor_steps)
+          control.wait_until_ended('evaluator', _FINAL_EVAL_WAIT_S)
+        else:
+          control.request_stop(decision.reason())
+        if (decision.stop == hosts.FAILED and
+            run.host_id not in decision.failed_hosts):
+          raise RuntimeError(f'stopped with the other hosts: '
+                             f'{decision.reason()} (see its output)')
+        control.set_status('learner', control_lib.DONE,
+                           learner_steps=self._learner.sgd_steps)
+        os._exit(1 if decision.stop == hosts.FAILED else 0)
+    except BaseException:  # pylint: disable=broad-except
+      traceback.print_exc()
+      os._exit(1)
+
+  def _lockstep(self) -> hosts.Decision:
+    """Exchange, maybe save, step: until the hosts decide to stop."""
+    control, run = self._node.control, self._node.run
+    local = counting.Counter(self._counter, time_delta=1.0)
+    k = self._node.config.sgd_steps_per_learner_step
+    published = int(self._node.spec['initial_counts'].get(
+        'global_actor_steps', 0))
+    last_save = time.time()
+    while True:
+      self._learner.ready(stop=control.stop_requested)
+      row = hosts.make_row(
+          actor_steps=int(self._counter.get_counts().get('actor_steps', 0)),
+          stop=hosts.stop_code(control.stop_reason()),
+          save=(run.host_id == 0 and
+                time.time() - last_save >= run.checkpoint_every_s))
+      decision = hosts.decide(hosts.exchange(row),
+                              max_actor_steps=run.max_actor_steps)
+      self._counter.increment(
+          global_actor_steps=decision.global_actor_steps - published)
+      published = decision.global_actor_steps
+      if decision.save:
+        self._save(step=decision.global_actor_steps)
+        last_save = time.time()
+      if decision.stop != hosts.RUNNING:
+        return decision
+      self._learner.step()
+      local.increment(learner_steps=k)
 
 
 def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
@@ -160,11 +252,11 @@ def run_evaluator(learner, counter, spec: Spec) -> None:
   node = _Node(spec)
   with node.control.node('evaluator'):
     evaluator = node.builder.evaluator(
-        learner, start_actor_steps=node.start_actor_steps)
+        learner, start_actor_steps=node.start_run_steps)
 
     def counts():
       c = counter.get_counts()
-      return dict(actor_steps=int(c.get('actor_steps', 0)),
+      return dict(actor_steps=int(c.get(node.steps_key, 0)),
                   learner_steps=int(c.get('learner_steps', 0)),
                   wall_time=node.elapsed())
 
@@ -179,7 +271,11 @@ def run_evaluator(learner, counter, spec: Spec) -> None:
 
 
 def run_step_limiter(counter, spec: Spec) -> None:
-  """Ends the program at max_actor_steps; publishes counts for the supervisor."""
+  """Ends the program at max_actor_steps; publishes counts for the supervisor.
+
+  With several hosts the learners end the run together (hosts.py): this
+  only publishes the counts.
+  """
   node = _Node(spec)
   control = node.control
   with control.node('step_limiter'):
@@ -187,7 +283,7 @@ def run_step_limiter(counter, spec: Spec) -> None:
     while not control.stop_requested():
       counts = counter.get_counts()
       control.write_progress(counts)
-      if counts.get('actor_steps', 0) >= limit:
+      if node.run.num_hosts == 1 and counts.get('actor_steps', 0) >= limit:
         control.request_step_limit_stop(limit)
         break
       time.sleep(0.5)

@@ -50,8 +50,9 @@ def build_program(spec: nodes.Spec) -> lp.Program:
     for index in range(run.num_actors):
       program.add_node(lp.PyNode(nodes.run_actor, index, replay, learner,
                                  counter, spec))
-  with program.group('evaluator'):
-    program.add_node(lp.PyNode(nodes.run_evaluator, learner, counter, spec))
+  if run.host_id == 0:  # one evaluator per run
+    with program.group('evaluator'):
+      program.add_node(lp.PyNode(nodes.run_evaluator, learner, counter, spec))
   with program.group('step_limiter'):
     program.add_node(lp.PyNode(nodes.run_step_limiter, counter, spec))
   return program

@@ -97,9 +97,21 @@ def terminate_session(launcher: subprocess.Popen) -> None:
     launcher.wait()
 
 
-def _expected_nodes(num_actors: int) -> List[str]:
-  return (['learner', 'evaluator', 'step_limiter'] +
-          [f'actor_{i}' for i in range(num_actors)])
+def _expected_nodes(run: runs.RunOptions) -> List[str]:
+  return (['learner', 'step_limiter'] +
+          (['evaluator'] if run.host_id == 0 else []) +
+          [f'actor_{i}' for i in range(run.num_actors)])
+
+
+def _wait_for_learner(control, timeout_s: float) -> None:
+  """Until the learner has ended or died (at most `timeout_s`)."""
+  deadline = time.time() + timeout_s
+  while time.time() < deadline:
+    status = control.statuses().get('learner')
+    if (status is None or status['state'] != control_lib.RUNNING or
+        not psutil.pid_exists(status['pid'])):
+      return
+    time.sleep(_POLL_S)
 
 
 def _node_log(workdir: str, name: str) -> str:
@@ -117,9 +129,11 @@ def make_spec(run: runs.RunOptions, config: config_lib.WPOConfig,
   checkpoint's metadata ({} if none)."""
   return dict(run=run.to_dict(), config=config.to_dict(),
               initial_counts={k: resume[k] for k in
-                              ('actor_steps', 'learner_steps', 'episodes')
-                              if k in resume},
+                              ('actor_steps', 'learner_steps', 'episodes',
+                               'global_actor_steps') if k in resume},
               start_actor_steps=int(resume.get('actor_steps', 0)),
+              start_global_actor_steps=int(resume.get(
+                  'global_actor_steps', resume.get('actor_steps', 0))),
               start_elapsed_s=float(resume.get('elapsed_s', 0.0)),
               launch_time=time.time())
 
@@ -195,7 +209,8 @@ class _Stopping:
 def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
            launcher_log, expected: List[str], say) -> bool:
   """Polls the program until it has stopped; returns True if interrupted."""
-  progress = logs.Progress(run.max_actor_steps, batch_size)
+  # Each host samples 1/H of every batch; the run's steps are the hosts' sum.
+  progress = logs.Progress(run.max_actor_steps, batch_size // run.num_hosts)
   progress_due = logs.Every(run.progress_every_s)
   start = time.time()
   stopping_state = None
@@ -226,20 +241,26 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
       if progress_due.due():
         counts = control.read_progress() or {}
         steps = int(counts.get('actor_steps', 0))
-        say(progress.line(steps, int(counts.get('learner_steps', 0)), steps,
-                          _last_eval_return(run.workdir)))
+        line = progress.line(
+            int(counts.get('global_actor_steps', steps)),
+            int(counts.get('learner_steps', 0)), steps,
+            _last_eval_return(run.workdir))
+        say(line + (f' | host {run.host_id}: {steps} actor steps'
+                    if run.num_hosts > 1 else ''))
 
 
 def run(run_options: runs.RunOptions,
         config: config_lib.WPOConfig) -> Dict[str, Any]:
   """Runs the distributed program to completion; returns the run summary."""
   run_options = dataclasses.replace(
-      run_options, workdir=os.path.abspath(run_options.workdir),
+      run_options, workdir=os.path.abspath(run_options.host_workdir),
       single_process=False)
   workdir = run_options.workdir
+  runs.check_hosts(run_options, config)
   runs.check_replay_fits(config, environments.environment_spec(
       environments.make_environment(run_options.domain, run_options.task,
-                                    seed=0)), in_process=False)
+                                    seed=0)), in_process=False,
+                         num_hosts=run_options.num_hosts)
   runs.write_run_config(workdir, run_options, config)
   control = control_lib.Control(workdir)
   control.reset()
@@ -247,16 +268,22 @@ def run(run_options: runs.RunOptions,
   spec = make_spec(run_options, config, resume)
   say = (lambda *a: None) if run_options.quiet else (
       lambda *a: print(*a, flush=True))
-  expected = _expected_nodes(run_options.num_actors)
+  expected = _expected_nodes(run_options)
   launcher, launcher_log = _launch(workdir, spec)
-  say(f'Launching WPO on {run_options.domain}-{run_options.task}: '
-      f'{run_options.num_actors} actors, learner, evaluator, replay; node logs '
+  host = (f' (host {run_options.host_id} of {run_options.num_hosts}, '
+          f'coordinator {run_options.coordinator_address})'
+          if run_options.num_hosts > 1 else '')
+  say(f'Launching WPO on {run_options.domain}-{run_options.task}{host}: '
+      f'{run_options.num_actors} actors, learner, '
+      f'{"evaluator, " if "evaluator" in expected else ""}replay; node logs '
       f'in {os.path.dirname(launcher_log)}')
   try:
-    interrupted = _watch(run_options, config.batch_size, control, launcher,
-                         launcher_log, expected, say)
+    _watch(run_options, config.batch_size, control, launcher, launcher_log,
+           expected, say)
   except ProgramFailed:
     control.request_stop('a node failed')
+    if run_options.num_hosts > 1:  # let the learner tell the other hosts
+      _wait_for_learner(control, _LEARNER_SAVE_TIMEOUT_S)
     raise
   finally:
     if launcher.poll() is None or _session_processes(launcher.pid):
@@ -271,6 +298,8 @@ def run(run_options: runs.RunOptions,
                                       meta.get('learner_steps', 0)),
       last_eval_return=_last_eval_return(workdir),
       elapsed_s=spec['start_elapsed_s'] + time.time() - spec['launch_time'],
-      stopped_early=interrupted)
+      stopped_early=not control.reached_step_limit())
   summary['checkpointed'] = learner_state.get('state') == control_lib.DONE
+  if run_options.num_hosts > 1:
+    summary['global_actor_steps'] = int(meta.get('global_actor_steps', 0))
   return summary
