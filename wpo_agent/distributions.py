@@ -16,6 +16,7 @@ unchanged, only the backward pass is scaled (paper Sec. 3.2 / docs/algorithm.md
 Sec. 3).
 """
 
+import math
 from typing import NamedTuple, Tuple
 
 import jax
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-_HALF_LOG_2PI = 0.5 * jnp.log(2.0 * jnp.pi)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)  # a float: no JAX at import
 
 
 def _normal_log_density(x: Array, loc: Array, scale: Array) -> Array:
