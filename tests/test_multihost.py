@@ -192,7 +192,7 @@ def _finish(procs, timeout):
 
 def _meta(workdir):
   from wpo_agent import checkpointing  # pylint: disable=g-import-not-at-top
-  return checkpointing.Checkpointer(workdir).latest_metadata()
+  return checkpointing.HostCheckpointer(workdir).latest_metadata()
 
 
 def _progress(workdir):
@@ -279,3 +279,35 @@ def test_a_failure_on_one_host_stops_both_and_is_named(tmp_path):
   assert 'actor_0' in outs[1][1]
   assert 'host 1 failed' in outs[0][1]
   assert not _left_behind(workdir)
+
+
+def test_host_checkpointer_round_trip_and_keeps_two(tmp_path):
+  from wpo_agent import checkpointing  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  state = {'w': rng.normal(size=(3, 4)).astype(np.float32),
+           'opt': (np.int32(7), rng.normal(size=(2,)).astype(np.float32)),
+           'key': np.array([1, 2], np.uint32)}
+  replay = {'obs': rng.normal(size=(1, 5, 3)).astype(np.float32)}
+  ckpt = checkpointing.HostCheckpointer(str(tmp_path))
+  assert ckpt.restore(state) is None and ckpt.latest_metadata() is None
+  for step in (100, 200, 300):
+    ckpt.save(step, state, {'actor_steps': step}, replay=replay)
+  reader = checkpointing.HostCheckpointer(str(tmp_path))
+  assert reader.all_steps() == (200, 300)  # the newest two
+  like = {'w': np.zeros((3, 4), np.float32),
+          'opt': (np.int32(0), np.zeros(2, np.float32)),
+          'key': np.zeros(2, np.uint32)}
+  got, meta = reader.restore(like)
+  assert meta == {'actor_steps': 300}
+  for a, b in zip(jax_leaves(got), jax_leaves(state)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(
+      reader.restore_replay({'obs': np.zeros((1, 5, 3))}, 200)['obs'],
+      replay['obs'])
+  assert reader.restore(like, 200)[1] == {'actor_steps': 200}
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.leaves(tree)

@@ -9,7 +9,9 @@ before the process exits. A reverb replay table has its own reverb checkpoint
 replay's buffer (device_replay.py) is saved inside it, as the item 'replay'.
 """
 
+import json
 import os
+import shutil
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -95,6 +97,87 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+class HostCheckpointer:
+  """Checkpointer's interface for the hosts of a multi-host run: each host
+  saves its own, in its own workdir, when the hosts agree to
+  (distributed/hosts.py).
+
+  Not orbax: inside a multi-process JAX job orbax writes numpy arrays from
+  JAX process 0 only (its type handlers test `process_index() == 0`), so
+  host 1's arrays would never reach its disk. Each checkpoint is a folder
+  `<step>/` with state.npz, replay.npz (leaves in tree order) and
+  metadata.json, written under a temporary name and renamed when complete.
+  """
+
+  def __init__(self, workdir: str, max_to_keep: int = 2):
+    self._directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self._max_to_keep = max_to_keep
+    os.makedirs(self._directory, exist_ok=True)
+
+  @property
+  def directory(self) -> str:
+    return self._directory
+
+  def all_steps(self) -> Tuple[int, ...]:
+    return tuple(sorted(int(n) for n in os.listdir(self._directory)
+                        if n.isdigit()))
+
+  def latest_step(self) -> Optional[int]:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def save(self, step: int, state: Any, metadata: Dict[str, Any],
+           replay: Optional[Any] = None) -> None:
+    final = os.path.join(self._directory, str(step))
+    if os.path.exists(final):
+      return
+    tmp = f'{final}.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name, tree in (('state', state), ('replay', replay)):
+      if tree is not None:
+        leaves = jax.tree.leaves(jax.device_get(tree))
+        np.savez(os.path.join(tmp, f'{name}.npz'),
+                 *[np.asarray(x) for x in leaves])
+    with open(os.path.join(tmp, 'metadata.json'), 'w') as f:
+      json.dump(metadata, f)
+    os.replace(tmp, final)
+    for old in self.all_steps()[:-self._max_to_keep]:
+      shutil.rmtree(os.path.join(self._directory, str(old)))
+
+  def _load(self, step: Optional[int], name: str, like: Any) -> Any:
+    step = self.latest_step() if step is None else step
+    with np.load(os.path.join(self._directory, str(step), f'{name}.npz')) as z:
+      leaves = [z[f'arr_{i}'] for i in range(len(z.files))]
+    return jax.tree.unflatten(jax.tree.structure(like), leaves)
+
+  def restore_replay(self, like: Any, step: Optional[int] = None) -> Any:
+    return self._load(step, 'replay', like)
+
+  def restore(self, like: Any,
+              step: Optional[int] = None) -> Optional[Tuple[Any, Dict[str, Any]]]:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    return self._load(step, 'state', like), self._metadata(step)
+
+  def _metadata(self, step: int) -> Dict[str, Any]:
+    with open(os.path.join(self._directory, str(step), 'metadata.json')) as f:
+      return json.load(f)
+
+  def latest_metadata(self) -> Optional[Dict[str, Any]]:
+    step = self.latest_step()
+    return None if step is None else self._metadata(step)
+
+  def close(self) -> None:
+    pass
+
+
+def open_checkpointer(workdir: str, *, num_hosts: int = 1):
+  """The checkpointer of a run on `num_hosts` hosts (fixed on resume)."""
+  return Checkpointer(workdir) if num_hosts == 1 else HostCheckpointer(workdir)
 
 
 def _abstract(like: Any) -> Any:

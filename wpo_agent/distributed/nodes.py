@@ -30,6 +30,9 @@ _COUNT_EVERY = 100  # actor steps between counter increments / STOP checks
 # The learner serves the evaluator's final parameters for at most this long
 # after its own checkpoint, before it exits.
 _FINAL_EVAL_WAIT_S = 60.0
+# Host 0's learner serves the JAX coordinator; the others abort once it is
+# gone, so after the hosts' last exchange it waits this long before exiting.
+_COORDINATOR_GRACE_S = 2.0
 # Fault injection for the lifetime tests: WPO_FAULT_INJECT=actor_1@200 makes
 # actor 1 raise after 200 of its steps.
 _FAULT_ENV = 'WPO_FAULT_INJECT'
@@ -95,7 +98,8 @@ class LearnerNode:
     self._counter = counter
     self._learner = node.builder.learner(
         replay_client, logger=node.builder.loggers('train', 'learner_steps'))
-    self._checkpointer = checkpointing.Checkpointer(node.run.workdir)
+    self._checkpointer = checkpointing.open_checkpointer(
+        node.run.workdir, num_hosts=node.run.num_hosts)
     self._restore()
     # Before the courier server starts (after this returns): actors wait for
     # parameters, so none runs ahead of the ratio while the step compiles.
@@ -178,6 +182,7 @@ class LearnerNode:
       with control.node('learner'):  # records a failure, then re-raises
         try:
           decision = self._lockstep()
+          hosts.exchange(np.zeros(1, np.int32))  # every host has saved
         except Exception as e:  # a peer's learner went away mid-collective
           raise RuntimeError(hosts.peer_lost_reason(e)) from e
         if decision.stop == hosts.STEP_LIMIT:
@@ -191,6 +196,8 @@ class LearnerNode:
                              f'{decision.reason()} (see its output)')
         control.set_status('learner', control_lib.DONE,
                            learner_steps=self._learner.sgd_steps)
+        if run.host_id == 0:  # it serves the JAX coordinator: leave last
+          time.sleep(_COORDINATOR_GRACE_S)
         os._exit(1 if decision.stop == hosts.FAILED else 0)
     except BaseException:  # pylint: disable=broad-except
       traceback.print_exc()

@@ -151,7 +151,9 @@ def _check_failures(control, statuses, expected, launcher, launcher_log,
     if status['state'] == control_lib.FAILED:
       raise ProgramFailed(f'node {name} failed: {status.get("error", "")}',
                           node=name, details=control.error_text(name) or '')
-    if (status['state'] == control_lib.RUNNING and stopping_since is None and
+    # While stopping, nodes may end abruptly, but the learner must report.
+    if (status['state'] == control_lib.RUNNING and
+        (stopping_since is None or name == 'learner') and
         not psutil.pid_exists(status['pid'])):
       log_path = _node_log(workdir, name)
       raise ProgramFailed(
@@ -264,7 +266,8 @@ def run(run_options: runs.RunOptions,
   runs.write_run_config(workdir, run_options, config)
   control = control_lib.Control(workdir)
   control.reset()
-  resume = checkpointing.Checkpointer(workdir).latest_metadata() or {}
+  resume = checkpointing.open_checkpointer(
+      workdir, num_hosts=run_options.num_hosts).latest_metadata() or {}
   spec = make_spec(run_options, config, resume)
   say = (lambda *a: None) if run_options.quiet else (
       lambda *a: print(*a, flush=True))
@@ -290,7 +293,8 @@ def run(run_options: runs.RunOptions,
       terminate_session(launcher)
   learner_state = control.statuses().get('learner', {})
   counts = control.read_progress() or {}
-  meta = checkpointing.Checkpointer(workdir).latest_metadata() or {}
+  meta = checkpointing.open_checkpointer(
+      workdir, num_hosts=run_options.num_hosts).latest_metadata() or {}
   summary = runs.summary(
       run_options,
       actor_steps=meta.get('actor_steps', counts.get('actor_steps', 0)),
