@@ -311,3 +311,28 @@ def test_host_checkpointer_round_trip_and_keeps_two(tmp_path):
 def jax_leaves(tree):
   import jax  # pylint: disable=g-import-not-at-top
   return jax.tree.leaves(tree)
+
+
+@pytest.mark.slow
+def test_killing_one_hosts_learner_stops_both(tmp_path):
+  workdir = str(tmp_path / 'run')
+  status = os.path.join(workdir, 'host_1', 'control', 'nodes', 'learner.json')
+  procs = _launch_hosts(workdir, 1_000_000, portpicker.pick_unused_port())
+  try:
+    deadline = time.time() + 240
+    while _progress(workdir).get('learner_steps', 0) == 0:
+      assert time.time() < deadline, 'the learners did not start stepping'
+      time.sleep(0.5)
+    with open(status) as f:
+      os.kill(json.load(f)['pid'], signal.SIGKILL)
+    killed = time.time()
+    outs = _finish(procs, 90)
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  assert time.time() - killed < 60
+  assert [p.returncode != 0 for p in procs] == [True, True]
+  assert 'node learner' in outs[1][1]  # host 1: its learner died
+  assert "lost contact with another host's learner" in outs[0][1]
+  assert not _left_behind(workdir)
