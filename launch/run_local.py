@@ -65,6 +65,11 @@ flags.DEFINE_bool('checkpoint_replay', _RUN.checkpoint_replay, 'Save the '
                   'replay buffer with each checkpoint (under WORKDIR/replay), '
                   'so a resumed run keeps its data; --nocheckpoint_replay '
                   'refills it instead.')
+flags.DEFINE_bool('isolate_network', _RUN.isolate_network, 'Run a '
+                  'single-host distributed program in its own network '
+                  'namespace (only loopback), so that its unauthenticated '
+                  'Reverb and courier ports cannot be reached from elsewhere '
+                  '(README "Security").')
 flags.DEFINE_integer('num_hosts', None, 'Hosts training as one learner; '
                      'default $JAX_NUM_PROCESSES, else 1. Every host runs the '
                      'same command (README "Several hosts").')
@@ -88,7 +93,8 @@ def run_options() -> runs.RunOptions:
       checkpoint_every_s=FLAGS.checkpoint_every,
       checkpoint_replay=FLAGS.checkpoint_replay,
       single_process=FLAGS.single_process, num_actors=FLAGS.num_actors,
-      lp_launch_type=FLAGS.lp_launch_type, **_host_options())
+      lp_launch_type=FLAGS.lp_launch_type,
+      isolate_network=FLAGS.isolate_network, **_host_options())
   workdir = FLAGS.workdir or os.path.join(
       'runs', f'{run.domain}-{run.task}-seed{run.seed}')
   return dataclasses.replace(run, workdir=workdir)

@@ -84,6 +84,29 @@ def _replay_saved(workdir, backend):
   return meta['device_replay_filled_per_shard']
 
 
+def _assert_isolated(workdir):
+  """The run's processes share a network namespace other than ours, whose
+  only interface is loopback; their servers listen there, not here."""
+  procs = _run_processes(workdir)
+  assert procs
+  ours = os.readlink('/proc/self/ns/net')
+  theirs = {os.readlink(f'/proc/{p.pid}/ns/net') for p in procs}
+  assert len(theirs) == 1 and ours not in theirs
+  pid = procs[0].pid
+  with open(f'/proc/{pid}/net/dev') as f:
+    interfaces = [line.split(':')[0].strip() for line in f.readlines()[2:]]
+  assert interfaces == ['lo']
+  listening_there = []
+  for table in ('tcp', 'tcp6'):
+    with open(f'/proc/{pid}/net/{table}') as f:
+      listening_there += [l.split()[1] for l in f.readlines()[1:]
+                          if l.split()[3] == '0A']  # state LISTEN
+  assert listening_there  # reverb and the courier servers
+  pids = {p.pid for p in procs}
+  assert not [c for c in psutil.net_connections('tcp')
+              if c.status == psutil.CONN_LISTEN and c.pid in pids]
+
+
 @pytest.mark.parametrize('backend', ['reverb', 'device'])
 def test_stop_resume_and_finish(tmp_path, backend):
   workdir = str(tmp_path / 'run')
@@ -91,6 +114,7 @@ def test_stop_resume_and_finish(tmp_path, backend):
   try:
     _wait_for(lambda: _progress(workdir).get('learner_steps', 0) > 0, 240,
               'the learner to start stepping')
+    _assert_isolated(workdir)
     proc.send_signal(signal.SIGINT)
     sent = time.time()
     out, err = proc.communicate(timeout=60)

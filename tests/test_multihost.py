@@ -24,7 +24,7 @@ from wpo_agent.distributed import hosts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, 'tests')
-RUN_LOCAL = os.path.join(REPO, 'launch', 'run_local.py')
+RUN_HOST = os.path.join(REPO, 'launch', 'multihost', 'run_host.sh')
 
 
 # --- the decision every host takes ------------------------------------------
@@ -162,18 +162,18 @@ TINY = ['--set=policy_layer_sizes=32,32', '--set=critic_layer_sizes=32,32',
 
 
 def _launch_hosts(workdir, max_steps, port, extra_env=(None, None)):
-  """Both hosts' run_local.py on one shared workdir (host 1 writes under
-  workdir/host_1)."""
+  """Both hosts' launch/multihost/run_host.sh on one shared workdir (host 1
+  writes under workdir/host_1)."""
   procs = []
   for host in (0, 1):
-    cmd = [sys.executable, RUN_LOCAL, '--domain=cartpole', '--task=swingup',
-           '--config=small', '--num_actors=1',
-           f'--max_actor_steps={max_steps}', '--eval_every=2000',
-           '--eval_episodes=1', f'--workdir={workdir}', '--progress_every=2',
-           '--num_hosts=2', f'--host_id={host}',
-           f'--coordinator_address=127.0.0.1:{port}'] + TINY
+    cmd = ['bash', RUN_HOST, str(host), '2', f'127.0.0.1:{port}',
+           '--domain=cartpole', '--task=swingup', '--config=small',
+           '--num_actors=1', f'--max_actor_steps={max_steps}',
+           '--eval_every=2000', '--eval_episodes=1', f'--workdir={workdir}',
+           '--progress_every=2'] + TINY
     procs.append(subprocess.Popen(
-        cmd, env=dict(_env(), **(extra_env[host] or {})),
+        cmd, env=dict(_env(), WPO_PYTHON=sys.executable,
+                      **(extra_env[host] or {})),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   return procs
 
@@ -336,3 +336,37 @@ def test_killing_one_hosts_learner_stops_both(tmp_path):
   assert 'node learner' in outs[1][1]  # host 1: its learner died
   assert "lost contact with another host's learner" in outs[0][1]
   assert not _left_behind(workdir)
+
+
+def test_no_namespace_tools_gives_the_command_back_and_why(monkeypatch):
+  from wpo_agent.distributed import netns  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(netns.shutil, 'which', lambda tool: None)
+  assert netns.isolated(['python', 'x']) == (['python', 'x'],
+                                             'unshare and ip not found')
+
+
+def test_kubernetes_manifest_agrees_with_itself():
+  import yaml  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(REPO, 'launch', 'multihost', 'kubernetes.yaml')) as f:
+    service, job = list(yaml.safe_load_all(f))
+  spec = job['spec']
+  pod = spec['template']['spec']
+  env = {e['name']: e['value'] for e in pod['containers'][0]['env']}
+  assert spec['completionMode'] == 'Indexed'
+  assert spec['completions'] == spec['parallelism'] == int(
+      env['JAX_NUM_PROCESSES'])
+  host, port = env['JAX_COORDINATOR_ADDRESS'].split(':')
+  assert host == f'{job["metadata"]["name"]}-0.{pod["subdomain"]}'
+  assert pod['subdomain'] == service['metadata']['name']
+  assert service['spec']['clusterIP'] == 'None'
+  assert int(port) == service['spec']['ports'][0]['port']
+
+
+def test_run_host_script_without_ids_says_what_is_missing():
+  out = subprocess.run(
+      ['bash', os.path.join(REPO, 'launch', 'multihost', 'run_host.sh'),
+       '--domain=cartpole'], capture_output=True, text=True, timeout=60,
+      env={k: v for k, v in os.environ.items()
+           if not k.startswith(('JAX_', 'SLURM_', 'JOB_COMPLETION'))})
+  assert out.returncode == 2
+  assert out.stderr.startswith('error: JAX_PROCESS_ID is not set; usage:')

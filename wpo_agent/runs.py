@@ -64,6 +64,10 @@ class RunOptions:
   single_process: bool = False  # else the Launchpad program
   num_actors: int = 4  # actor processes of the distributed program
   lp_launch_type: str = 'local_mp'  # or 'local_mt' (threads, debugging)
+  # Run a single-host program in a network namespace of its own, so that its
+  # unauthenticated Reverb and courier ports are reachable from nowhere else
+  # (distributed/netns.py).
+  isolate_network: bool = True
   # Several hosts training as one learner (distributed/hosts.py): every host
   # runs the same command with its own host_id; host 0 serves the JAX
   # coordinator at coordinator_address (HOST:PORT).

@@ -29,6 +29,7 @@ from wpo_agent import logs
 from wpo_agent import runs
 from wpo_agent import stopping
 from wpo_agent.distributed import control as control_lib
+from wpo_agent.distributed import netns
 
 _POLL_S = 0.5
 _START_TIMEOUT_S = 180.0    # all nodes must report running by then
@@ -168,9 +169,11 @@ def _check_failures(control, statuses, expected, launcher, launcher_log,
         details=f'--- last lines of {launcher_log} ---\n{_tail(launcher_log)}')
 
 
-def _launch(workdir: str, spec: Dict[str, Any]) -> Tuple[subprocess.Popen,
-                                                        str]:
-  """Starts the program in its own session; returns (launcher, its log path)."""
+def _launch(workdir: str, spec: Dict[str, Any], *, isolate: bool
+            ) -> Tuple[subprocess.Popen, str, Optional[str]]:
+  """Starts the program in its own session (and, if `isolate`, its own
+  network namespace: netns.py); returns (launcher, its log path, why the
+  isolation asked for is not there or None)."""
   control = control_lib.Control(workdir)
   spec_path = os.path.join(control.root, 'spec.json')
   with open(spec_path, 'w') as f:
@@ -181,12 +184,15 @@ def _launch(workdir: str, spec: Dict[str, Any]) -> Tuple[subprocess.Popen,
              PYTHONPATH=os.pathsep.join(
                  p for p in (_REPO_ROOT, os.environ.get('PYTHONPATH')) if p))
   log_path = os.path.join(log_dir, 'launcher.log')
+  command = [sys.executable, '-m', 'wpo_agent.distributed.program', spec_path]
+  why_not = None
+  if isolate:
+    command, why_not = netns.isolated(command)
   with open(log_path, 'w') as log:
     launcher = subprocess.Popen(
-        [sys.executable, '-m', 'wpo_agent.distributed.program', spec_path],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        command, env=env, stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True)
-  return launcher, log_path
+  return launcher, log_path, why_not
 
 
 class _Stopping:
@@ -272,7 +278,14 @@ def run(run_options: runs.RunOptions,
   say = (lambda *a: None) if run_options.quiet else (
       lambda *a: print(*a, flush=True))
   expected = _expected_nodes(run_options)
-  launcher, launcher_log = _launch(workdir, spec)
+  # Several hosts must reach each other: README "Security" for those.
+  isolate = run_options.isolate_network and run_options.num_hosts == 1
+  launcher, launcher_log, why_not = _launch(workdir, spec, isolate=isolate)
+  if isolate and why_not:
+    print(f'warning: no network namespace for this run ({why_not}): its '
+          'Reverb and courier ports listen on every interface, without '
+          'authentication (README "Security"; --noisolate_network hides '
+          'this line)', file=sys.stderr, flush=True)
   host = (f' (host {run_options.host_id} of {run_options.num_hosts}, '
           f'coordinator {run_options.coordinator_address})'
           if run_options.num_hosts > 1 else '')
