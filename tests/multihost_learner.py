@@ -29,7 +29,7 @@ from wpo_agent import networks as networks_lib
 from wpo_agent import sharding
 from wpo_agent.types import Batch
 
-OBS, ACT, CHUNKS, CALLS, K = 3, 2, 5, 25, 4  # 100 SGD steps
+OBS, ACT, CHUNKS, CALLS, K = 3, 2, 5, 75, 4  # 300 SGD steps
 CONFIG = config_lib.make_config(
     'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
     batch_size=32, num_action_samples=4, target_update_period=5,

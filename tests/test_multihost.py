@@ -139,7 +139,7 @@ def test_two_hosts_step_identically_and_as_one_host_on_both_batches(
       stderr=subprocess.PIPE, text=True) for h in (0, 1)]
   for proc in procs:
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0 and 'OK 100' in out, err[-3000:]
+    assert proc.returncode == 0 and 'OK 300' in out, err[-3000:]
   single = subprocess.run(
       [sys.executable, script, 'single', str(tmp_path / 'single.npz')],
       env=dict(_env(), XLA_FLAGS='--xla_force_host_platform_device_count=2'),
@@ -147,7 +147,7 @@ def test_two_hosts_step_identically_and_as_one_host_on_both_batches(
   assert single.returncode == 0, single.stderr[-3000:]
   h0, h1, one = (np.load(tmp_path / f'{n}.npz')
                  for n in ('host0', 'host1', 'single'))
-  assert int(h0['steps']) == int(one['steps']) == 100
+  assert int(h0['steps']) == int(one['steps']) == 300
   assert len(h0.files) > 10  # every parameter leaf
   for name in h0.files:
     np.testing.assert_array_equal(h0[name], h1[name])  # bit-identical

@@ -8,11 +8,12 @@ the single-process runner uses. Every node reports its state through
 `control.Control` and polls its STOP file.
 """
 
+import contextlib
 import os
 import threading
 import time
 import traceback
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 from acme.utils import counting
 import numpy as np
@@ -33,6 +34,7 @@ _FINAL_EVAL_WAIT_S = 60.0
 # Host 0's learner serves the JAX coordinator; the others abort once it is
 # gone, so after the hosts' last exchange it waits this long before exiting.
 _COORDINATOR_GRACE_S = 2.0
+_TELL_HOSTS_S = 60.0
 # Fault injection for the lifetime tests: WPO_FAULT_INJECT=actor_1@200 makes
 # actor 1 raise after 200 of its steps.
 _FAULT_ENV = 'WPO_FAULT_INJECT'
@@ -54,6 +56,19 @@ class _Node:
                       else 'actor_steps')
     self.start_run_steps = int(spec.get('start_global_actor_steps',
                                         self.start_actor_steps))
+
+  @contextlib.contextmanager
+  def reporting(self, name: str) -> Iterator[None]:
+    """`control.node(name)`; with several hosts a failure first waits (at
+    most _TELL_HOSTS_S) for this host's learner to pass it on to the other
+    hosts, since Launchpad ends every process once one exits non-zero."""
+    try:
+      with self.control.node(name):
+        yield
+    except Exception:
+      if self.run.num_hosts > 1:
+        self.control.wait_until_ended('learner', _TELL_HOSTS_S)
+      raise
 
   def elapsed(self) -> float:
     """Run wall time, continued across resumes."""
@@ -236,7 +251,7 @@ def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
   """Actor node: steps its own environment and writes n-step transitions."""
   node = _Node(spec)
   name = f'actor_{index}'
-  with node.control.node(name):
+  with node.reporting(name):
     loop = node.builder.actor_loop(
         learner, actor_index=index, start_actor_steps=node.start_actor_steps,
         writer=node.builder.writer(replay_client))
@@ -257,7 +272,7 @@ def run_evaluator(learner, counter, spec: Spec) -> None:
   """Evaluator node: deterministic-policy returns every `eval_every` steps,
   and once more at the end of a run that reached its step limit."""
   node = _Node(spec)
-  with node.control.node('evaluator'):
+  with node.reporting('evaluator'):
     evaluator = node.builder.evaluator(
         learner, start_actor_steps=node.start_run_steps)
 
@@ -285,7 +300,7 @@ def run_step_limiter(counter, spec: Spec) -> None:
   """
   node = _Node(spec)
   control = node.control
-  with control.node('step_limiter'):
+  with node.reporting('step_limiter'):
     limit = node.run.max_actor_steps
     while not control.stop_requested():
       counts = counter.get_counts()
