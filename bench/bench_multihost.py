@@ -138,10 +138,10 @@ def main():
           f'{r["samples_per_s"]:10.0f} samples/s' +
           (f'  exchange {r["exchange_ms"]:.2f} ms/call'
            if 'exchange_ms' in r else ''))
-  print(f'  2 hosts / 1 host: updates {two["updates_per_s"] / '
-        f'one["updates_per_s"]:.2f}x, samples '
-        f'{two["samples_per_s"] / one["samples_per_s"]:.2f}x; communication '
-        f'share of a 2-host call: {share:.0%}')
+  updates = two['updates_per_s'] / one['updates_per_s']
+  samples = two['samples_per_s'] / one['samples_per_s']
+  print(f'  2 hosts / 1 host: updates {updates:.2f}x, samples {samples:.2f}x; '
+        f'communication share of a 2-host call: {share:.0%}')
 
 
 if __name__ == '__main__':
