@@ -335,6 +335,8 @@ def test_killing_one_hosts_learner_stops_both(tmp_path):
   assert [p.returncode != 0 for p in procs] == [True, True]
   assert 'node learner' in outs[1][1]  # host 1: its learner died
   assert "lost contact with another host's learner" in outs[0][1]
+  # Host 0 sees host 1's control files (a shared workdir) and names it.
+  assert 'host 1: node learner' in outs[0][1]
   assert not _left_behind(workdir)
 
 

@@ -41,6 +41,8 @@ _LEARNER_SAVE_TIMEOUT_S = 90.0
 # by the rate limiter once the learner stops sampling; its data is not needed).
 _OTHERS_STOP_GRACE_S = 10.0
 _KILL_GRACE_S = 3.0
+# How long host 0 looks for the other hosts' stop reasons (shared workdir).
+_NAMING_WAIT_S = 5.0
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
@@ -102,6 +104,25 @@ def _expected_nodes(run: runs.RunOptions) -> List[str]:
   return (['learner', 'step_limiter'] +
           (['evaluator'] if run.host_id == 0 else []) +
           [f'actor_{i}' for i in range(run.num_actors)])
+
+
+def _naming_other_hosts(error: ProgramFailed, workdir: str,
+                        num_hosts: int) -> ProgramFailed:
+  """`error` plus what the other hosts' control files say, when host 0 can
+  see them (a workdir shared by the hosts): gloo names only a peer address."""
+  deadline = time.time() + _NAMING_WAIT_S
+  while True:
+    found = [(h, control_lib.Control(os.path.join(workdir, f'host_{h}'))
+              .stop_reason()) for h in range(1, num_hosts)]
+    found = [(h, r) for h, r in found if r]
+    if found or time.time() > deadline:
+      break
+    time.sleep(_POLL_S)
+  if not found:
+    return error
+  said = '; '.join(f'host {h}: {reason}' for h, reason in found)
+  return ProgramFailed(f'{error.reason} [{said}]', node=error.node,
+                       details=str(error)[len(error.reason):])
 
 
 def _wait_for_learner(control, timeout_s: float) -> None:
@@ -260,6 +281,7 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
 def run(run_options: runs.RunOptions,
         config: config_lib.WPOConfig) -> Dict[str, Any]:
   """Runs the distributed program to completion; returns the run summary."""
+  base_workdir = os.path.abspath(run_options.workdir)
   run_options = dataclasses.replace(
       run_options, workdir=os.path.abspath(run_options.host_workdir),
       single_process=False)
@@ -296,10 +318,12 @@ def run(run_options: runs.RunOptions,
   try:
     _watch(run_options, config.batch_size, control, launcher, launcher_log,
            expected, say)
-  except ProgramFailed:
-    control.request_stop('a node failed')
+  except ProgramFailed as e:
+    control.request_stop(e.reason)  # kept if a node already wrote one
     if run_options.num_hosts > 1:  # let the learner tell the other hosts
       _wait_for_learner(control, _LEARNER_SAVE_TIMEOUT_S)
+      if run_options.host_id == 0 and 'lost contact' in e.reason:
+        raise _naming_other_hosts(e, base_workdir, run_options.num_hosts)
     raise
   finally:
     if launcher.poll() is None or _session_processes(launcher.pid):
