@@ -178,16 +178,35 @@ def _launch_hosts(workdir, max_steps, port, extra_env=(None, None)):
   return procs
 
 
+def _kill(procs):
+  for proc in procs:
+    if proc.poll() is None:
+      proc.kill()
+
+
 def _finish(procs, timeout):
   outs = []
   try:
     for proc in procs:
       outs.append(proc.communicate(timeout=timeout))
   finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
+    _kill(procs)
   return outs
+
+
+def _once_learning(workdir, procs, act):
+  """act() once the learners step; returns (when, both hosts' outputs)."""
+  deadline = time.time() + 240
+  try:
+    while _progress(workdir).get('learner_steps', 0) == 0:
+      assert time.time() < deadline, 'the learners did not start stepping'
+      assert all(p.poll() is None for p in procs), 'a host exited early'
+      time.sleep(0.5)
+    act()
+  except BaseException:
+    _kill(procs)
+    raise
+  return time.time(), _finish(procs, 90)
 
 
 def _meta(workdir):
@@ -196,11 +215,8 @@ def _meta(workdir):
 
 
 def _progress(workdir):
-  try:
-    with open(os.path.join(workdir, 'control', 'progress.json')) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
+  from wpo_agent.distributed import control  # pylint: disable=g-import-not-at-top
+  return control.Control(workdir).read_progress() or {}
 
 
 def _left_behind(workdir):
@@ -221,19 +237,8 @@ def test_two_host_run_stops_on_one_signal_resumes_and_finishes(tmp_path):
   workdir = str(tmp_path / 'run')
   host1 = os.path.join(workdir, 'host_1')
   procs = _launch_hosts(workdir, 1_000_000, portpicker.pick_unused_port())
-  try:
-    deadline = time.time() + 240
-    while _progress(workdir).get('learner_steps', 0) == 0:
-      assert time.time() < deadline, 'the learners did not start stepping'
-      assert all(p.poll() is None for p in procs), procs[0].stderr.read()
-      time.sleep(0.5)
-    procs[1].send_signal(signal.SIGTERM)  # one host only
-    sent = time.time()
-    outs = _finish(procs, 90)
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
+  sent, outs = _once_learning(  # SIGTERM to one host only
+      workdir, procs, lambda: procs[1].send_signal(signal.SIGTERM))
   assert time.time() - sent < 60
   for proc, (out, err) in zip(procs, outs):
     assert proc.returncode == 0, err[-3000:]
@@ -318,19 +323,11 @@ def test_killing_one_hosts_learner_stops_both(tmp_path):
   workdir = str(tmp_path / 'run')
   status = os.path.join(workdir, 'host_1', 'control', 'nodes', 'learner.json')
   procs = _launch_hosts(workdir, 1_000_000, portpicker.pick_unused_port())
-  try:
-    deadline = time.time() + 240
-    while _progress(workdir).get('learner_steps', 0) == 0:
-      assert time.time() < deadline, 'the learners did not start stepping'
-      time.sleep(0.5)
+
+  def kill_learner():
     with open(status) as f:
       os.kill(json.load(f)['pid'], signal.SIGKILL)
-    killed = time.time()
-    outs = _finish(procs, 90)
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
+  killed, outs = _once_learning(workdir, procs, kill_learner)
   assert time.time() - killed < 60
   assert [p.returncode != 0 for p in procs] == [True, True]
   assert 'node learner' in outs[1][1]  # host 1: its learner died
