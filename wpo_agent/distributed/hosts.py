@@ -75,24 +75,10 @@ def stop_code(reason: Optional[str]) -> int:
   return STOP_SIGNAL
 
 
-# How long a learner waits for every host to join (the hosts must all be
-# started within it); WPO_JOIN_TIMEOUT_S overrides it (tests).
-_JOIN_TIMEOUT_S = 540
-
-
-def join_timeout_s() -> int:
-  return int(os.environ.get('WPO_JOIN_TIMEOUT_S', _JOIN_TIMEOUT_S))
-
-
 def join(*, coordinator_address: str, num_hosts: int, host_id: int,
-         timeout_s: Optional[int] = None) -> None:
+         timeout_s: int = 300) -> None:
   """Makes this process host `host_id` of the JAX job; call before any other
-  JAX use in the process (host 0 also serves the coordinator).
-
-  If the hosts have not all joined within `timeout_s`, JAX aborts the
-  process (it does not raise); the supervisor explains that death.
-  """
-  timeout_s = join_timeout_s() if timeout_s is None else timeout_s
+  JAX use in the process (host 0 also serves the coordinator)."""
   # CPU hosts (tests, CPU clusters) need a cross-process collectives backend.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address=coordinator_address,

@@ -29,7 +29,6 @@ from wpo_agent import logs
 from wpo_agent import runs
 from wpo_agent import stopping
 from wpo_agent.distributed import control as control_lib
-from wpo_agent.distributed import hosts
 from wpo_agent.distributed import netns
 
 _POLL_S = 0.5
@@ -166,7 +165,7 @@ def _last_eval_return(workdir: str) -> Optional[float]:
   return last[1] if last else None
 
 
-def _check_failures(run, control, statuses, expected, launcher, launcher_log,
+def _check_failures(control, statuses, expected, launcher, launcher_log,
                     stopping_since) -> None:
   """Raises ProgramFailed for a failed node, a dead node, or a dead launcher."""
   workdir = os.path.dirname(control.root)
@@ -185,14 +184,6 @@ def _check_failures(run, control, statuses, expected, launcher, launcher_log,
           details=f'--- last lines of {log_path} ---\n{_tail(log_path)}')
   if launcher.poll() is not None and stopping_since is None:
     missing = [n for n in expected if n not in statuses]
-    if run.num_hosts > 1 and 'learner' in missing:  # died while joining
-      log_path = _node_log(workdir, 'learner')
-      raise ProgramFailed(
-          f'host {run.host_id}\'s learner did not join the other hosts through '
-          f'the coordinator at {run.coordinator_address} within '
-          f'{hosts.join_timeout_s()} s: start every host within that time, '
-          'with the same --num_hosts and --coordinator_address', node='learner',
-          details=f'--- last lines of {log_path} ---\n{_tail(log_path, 5)}')
     raise ProgramFailed(
         f'the Launchpad launcher exited (code {launcher.returncode}) before the '
         f'run ended; nodes not started: {missing or "none"}', node=None,
@@ -258,8 +249,8 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
       time.sleep(_POLL_S)
       now = time.time()
       statuses = control.statuses()
-      _check_failures(run, control, statuses, expected, launcher,
-                      launcher_log, stopping_state and stopping_state.since)
+      _check_failures(control, statuses, expected, launcher, launcher_log,
+                      stopping_state and stopping_state.since)
       if stop.requested and not control.stop_requested():
         interrupted = True
         control.request_stop('stop signal received by the supervisor')
@@ -272,9 +263,7 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
           return interrupted
         continue
       missing = [n for n in expected if n not in statuses]
-      # A multi-host learner first waits for every host to join.
-      if missing and now - start > _START_TIMEOUT_S + (
-          hosts.join_timeout_s() if run.num_hosts > 1 else 0):
+      if missing and now - start > _START_TIMEOUT_S:
         raise ProgramFailed(f'nodes did not start within '
                             f'{_START_TIMEOUT_S:.0f} s: {missing}', node=None,
                             details='')
