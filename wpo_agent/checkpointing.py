@@ -24,25 +24,11 @@ class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
     self._directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    options = dict(max_to_keep=max_to_keep, create=True,
-                   enable_async_checkpointing=False)
-    handlers = None
-    if jax.distributed.is_initialized():  # never starts a JAX backend
-      # Each host of a multi-host run saves its own checkpoint in its own
-      # workdir (the hosts agree on when: distributed/hosts.py), so orbax
-      # must not wait for, or leave the writing to, another JAX process.
-      me = jax.process_index()
-      alone = ocp.options.MultiprocessingOptions(primary_host=me,
-                                                 active_processes={me})
-      os.makedirs(self._directory, exist_ok=True)
-      options.update(create=False, multiprocessing_options=alone)
-      handlers = dict(
-          state=ocp.StandardCheckpointHandler(multiprocessing_options=alone),
-          replay=ocp.StandardCheckpointHandler(multiprocessing_options=alone),
-          metadata=ocp.JsonCheckpointHandler(multiprocessing_options=alone))
     self._manager = ocp.CheckpointManager(
-        self._directory, options=ocp.CheckpointManagerOptions(**options),
-        item_handlers=handlers)
+        self._directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            enable_async_checkpointing=False))
 
   @property
   def directory(self) -> str:

@@ -239,7 +239,8 @@ class DeviceReplay:
     """A uniform batch [B, ...], split over the devices along B (traceable).
 
     `state` may be this buffer's or, with several hosts, the global view of
-    every host's buffers (`sharding` over every host's devices; hosts.py):
+    every host's buffers (`sharding` over every host's devices;
+    sharding.global_view):
     each device draws B/D items of its own shard either way.
     """
     per_device = self.batch_size // self.num_shards

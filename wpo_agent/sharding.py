@@ -55,7 +55,7 @@ def make_sampling_learner_step(
     config: config_lib.WPOConfig,
     mesh: Mesh,
     replay,
-) -> Tuple[callable, NamedSharding]:
+) -> Tuple[callable, NamedSharding, NamedSharding]:
   """Returns (jitted step(state, replay_state), state sharding, replay
   sharding).
 
@@ -65,7 +65,7 @@ def make_sampling_learner_step(
   devices; the gradients are averaged over devices as in
   `make_sharded_learner_step`. With several hosts, `mesh` holds every host's
   devices and the step takes the global view of the hosts' buffers
-  (`distributed.hosts.global_view` with the returned replay sharding).
+  (`global_view` with the returned replay sharding).
   """
   replicated = NamedSharding(mesh, P())
   replay_sharding = NamedSharding(mesh, P('data'))

@@ -35,6 +35,16 @@ def _write_atomic(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass  # it exists, as another user's
+  return True
+
+
 def _read_json(path: str) -> Optional[Dict[str, Any]]:
   try:
     with open(path) as f:
@@ -100,11 +110,13 @@ class Control:
     return out
 
   def wait_until_ended(self, name: str, timeout_s: float) -> bool:
-    """Waits (at most timeout_s) until node `name` is no longer running."""
+    """Waits (at most timeout_s) until node `name` is no longer running:
+    it reported an end, never started, or its process is gone."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
       status = self.statuses().get(name)
-      if status is None or status['state'] != RUNNING:
+      if (status is None or status['state'] != RUNNING or
+          not _alive(status['pid'])):
         return True
       time.sleep(0.2)
     return False

@@ -125,17 +125,6 @@ def _naming_other_hosts(error: ProgramFailed, workdir: str,
                        details=str(error)[len(error.reason):])
 
 
-def _wait_for_learner(control, timeout_s: float) -> None:
-  """Until the learner has ended or died (at most `timeout_s`)."""
-  deadline = time.time() + timeout_s
-  while time.time() < deadline:
-    status = control.statuses().get('learner')
-    if (status is None or status['state'] != control_lib.RUNNING or
-        not psutil.pid_exists(status['pid'])):
-      return
-    time.sleep(_POLL_S)
-
-
 def _node_log(workdir: str, name: str) -> str:
   """Launchpad's output_to_files names logs <group>/<index>."""
   if name.startswith('actor_'):
@@ -236,14 +225,13 @@ class _Stopping:
 
 
 def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
-           launcher_log, expected: List[str], say) -> bool:
-  """Polls the program until it has stopped; returns True if interrupted."""
+           launcher_log, expected: List[str], say) -> None:
+  """Polls the program until it has stopped."""
   # Each host samples 1/H of every batch; the run's steps are the hosts' sum.
   progress = logs.Progress(run.max_actor_steps, batch_size // run.num_hosts)
   progress_due = logs.Every(run.progress_every_s)
   start = time.time()
   stopping_state = None
-  interrupted = False
   with stopping.GracefulStop() as stop:
     while True:
       time.sleep(_POLL_S)
@@ -252,7 +240,6 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
       _check_failures(control, statuses, expected, launcher, launcher_log,
                       stopping_state and stopping_state.since)
       if stop.requested and not control.stop_requested():
-        interrupted = True
         control.request_stop('stop signal received by the supervisor')
       if control.stop_requested() and stopping_state is None:
         stopping_state = _Stopping(now)
@@ -260,7 +247,7 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
             'to checkpoint.')
       if stopping_state is not None:
         if stopping_state.finished(statuses, expected, now):
-          return interrupted
+          return
         continue
       missing = [n for n in expected if n not in statuses]
       if missing and now - start > _START_TIMEOUT_S:
@@ -321,7 +308,7 @@ def run(run_options: runs.RunOptions,
   except ProgramFailed as e:
     control.request_stop(e.reason)  # kept if a node already wrote one
     if run_options.num_hosts > 1:  # let the learner tell the other hosts
-      _wait_for_learner(control, _LEARNER_SAVE_TIMEOUT_S)
+      control.wait_until_ended('learner', _LEARNER_SAVE_TIMEOUT_S)
       if run_options.host_id == 0 and 'lost contact' in e.reason:
         raise _naming_other_hosts(e, base_workdir, run_options.num_hosts)
     raise
