@@ -10,7 +10,7 @@ up to whole episodes, resets included in the timing):
   acme_loop     dm-acme 0.4.0 EnvironmentLoop + random actor + acme
                 NStepTransitionAdder(n=5) on the acme-wrapped environment
                 (the dm-acme baseline)
-  ours_acme     loops.ActorLoop (the loop every runner uses): WPOActor (policy
+  ours_acme     the one-environment actor loop: WPOActor (policy
                 (256,256,256), VariableClient on a StaticVariableSource) +
                 acme's adder (tests/reference/acme_adder.py, make_adder),
                 fused environment
@@ -22,8 +22,8 @@ Adder variants write into a fresh in-process reverb table
 (replay.make_replay_table, rate_limiter='min_size'). Variants run round-robin,
 --repeats times, in one process; medians are printed with the ratios
 ours_fast/acme_loop and ours_fast/raw (and the acme-wrapped counterparts).
---breakdown times the pieces of the ours_fast loop in one extra pass per domain
-(a hand-instrumented copy of loops.ActorLoop.step).
+--breakdown times the pieces of the ours_fast loop in one extra pass per domain.
+Several environments per actor (what the runners now use): bench_actors.py.
 
   MUJOCO_GL=egl .venv/bin/python bench/bench_writer.py \
       --domains cheetah:run,humanoid:run --steps 3000 --repeats 3
@@ -58,7 +58,6 @@ import reverb  # noqa: E402
 from wpo_agent import acting  # noqa: E402
 from wpo_agent import config as config_lib  # noqa: E402
 from wpo_agent import environments  # noqa: E402
-from wpo_agent import loops  # noqa: E402
 from wpo_agent import networks as networks_lib  # noqa: E402
 from wpo_agent import replay  # noqa: E402
 from reference import acme_adder  # noqa: E402
@@ -146,15 +145,22 @@ def run_random(env, episodes, rng):
 def run_actor(env, actor, episodes, sw=None):
   """`episodes` episodes of our actor loop; returns steps.
 
-  Without `sw`: loops.ActorLoop, the loop every runner uses. With `sw` (a
-  Stopwatch, --breakdown): a hand-instrumented copy of ActorLoop.step that
-  times each piece (the timers cost a little per step).
+  The one-environment loop of an acme Actor with an Adder (the runners'
+  loops.ActorLoop with several environments: bench_actors.py). With `sw` (a
+  Stopwatch, --breakdown) each piece is timed (the timers cost a little).
   """
   if sw is None:
-    loop = loops.ActorLoop(env, actor)
-    while loop.episodes < episodes:
-      loop.step()
-    return loop.steps
+    steps = 0
+    for _ in range(episodes):
+      ts = env.reset()
+      actor.observe_first(ts)
+      while not ts.last():
+        action = actor.select_action(ts.observation)
+        ts = env.step(action)
+        actor.observe(action, ts)
+        actor.update()
+        steps += 1
+    return steps
   steps = 0
   for _ in range(episodes):
     with sw('reset+observe_first'):

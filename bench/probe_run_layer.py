@@ -84,10 +84,18 @@ def actor_rate(steps):
         samples_per_insert=1.0, rate_limiter='min_size')
     server = reverb.Server([table], port=None)
     client = reverb.Client(f'localhost:{server.port}')
-    writer = replay.make_writer(client, table=replay.DEFAULT_TABLE, n_step=5,
-                                discount=0.99)
-    actor = acting.WPOActor(nets.policy, client_of(), seed=0, adder=writer)
-    loop = loops.ActorLoop(env, actor)
+    if hasattr(acting, 'VectorActor'):  # issue 13: E environments, E = 1
+      writer = replay.make_stream_writer(
+          client, table=replay.DEFAULT_TABLE, n_step=5, discount=0.99,
+          num_streams=1, rows_per_item=None)
+      loop = loops.ActorLoop(
+          [env], acting.VectorActor(nets.policy, client_of(), seeds=[0]),
+          writer)
+    else:
+      writer = replay.make_writer(client, table=replay.DEFAULT_TABLE,
+                                  n_step=5, discount=0.99)
+      actor = acting.WPOActor(nets.policy, client_of(), seed=0, adder=writer)
+      loop = loops.ActorLoop(env, actor)
     loop.run(1000)  # warm-up: compile, first chunks
     t0 = time.perf_counter()
     loop.run(steps)

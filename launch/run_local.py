@@ -55,6 +55,9 @@ flags.DEFINE_multi_string('set', [], 'Override a config field: FIELD=VALUE '
                           '(repeatable), e.g. --set batch_size=512.')
 flags.DEFINE_integer('num_actors', _RUN.num_actors,
                      'Actor processes (distributed mode).')
+flags.DEFINE_integer('envs_per_actor', _RUN.envs_per_actor, 'Environments '
+                     'each actor process steps together, one policy call '
+                     'per round (also the single-process actor).')
 flags.DEFINE_enum('lp_launch_type', _RUN.lp_launch_type, runs.LAUNCH_TYPES,
                   'Launchpad launch type (distributed mode).')
 flags.DEFINE_float('progress_every', _RUN.progress_every_s,
@@ -93,6 +96,7 @@ def run_options() -> runs.RunOptions:
       checkpoint_every_s=FLAGS.checkpoint_every,
       checkpoint_replay=FLAGS.checkpoint_replay,
       single_process=FLAGS.single_process, num_actors=FLAGS.num_actors,
+      envs_per_actor=FLAGS.envs_per_actor,
       lp_launch_type=FLAGS.lp_launch_type,
       isolate_network=FLAGS.isolate_network, **_host_options())
   workdir = FLAGS.workdir or os.path.join(

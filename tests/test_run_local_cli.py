@@ -35,6 +35,8 @@ def run_local(*args, timeout=120, cwd=None):
     (['--eval_episodes=0'], ['--eval_episodes=0']),
     (['stray_argument'], ['stray_argument']),
     (['--max_actor_steps=abc'], ['--max_actor_steps=abc']),  # absl parsing
+    (['--envs_per_actor=0'], ['--envs_per_actor=0', 'from 1 to 256']),
+    (['--envs_per_actor=1.5'], ['--envs_per_actor=1.5']),  # absl parsing
     (['--domian=cartpole'], ['domian', 'domain']),
     (['--set', 'replay_backend=gpu'], ["replay_backend='gpu'", 'device',
                                       'reverb']),
@@ -44,7 +46,8 @@ def run_local(*args, timeout=120, cwd=None):
       'lower max_replay_size to at most', 'replay_backend=reverb']),
 ], ids=['domain', 'task', 'config', 'set-field', 'set-type', 'set-choice',
         'set-range', 'set-syntax', 'max-actor-steps', 'eval-episodes',
-        'positional', 'flag-type', 'unknown-flag', 'replay-backend',
+        'positional', 'flag-type', 'envs-per-actor', 'envs-per-actor-type',
+        'unknown-flag', 'replay-backend',
         'replay-too-large'])
 def test_bad_flags_give_one_line(tmp_path, args, fragments):
   proc = run_local('--single_process', f'--workdir={tmp_path / "run"}', *args)
@@ -64,6 +67,7 @@ def test_short_single_process_run(tmp_path):
       '--domain=cartpole', '--task=swingup', '--single_process',
       '--config=small', '--max_actor_steps=300', '--eval_every=300',
       '--eval_episodes=1', '--progress_every=0.2', f'--workdir={workdir}',
+      '--envs_per_actor=4',  # 75 rounds of 4 environment steps
       '--set', 'policy_layer_sizes=16,16', '--set', 'critic_layer_sizes=16,16',
       '--set', 'min_replay_size=100', '--set', 'batch_size=32',
       '--set', 'samples_per_insert=32', '--set', 'num_action_samples=4',

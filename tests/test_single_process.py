@@ -30,10 +30,13 @@ def tiny_config():
 
 
 def run_options(workdir, max_actor_steps, **kwargs):
+  # One environment: the counts below are per step (several environments:
+  # test_vector_actors.py).
   options = dict(domain='cartpole', task='swingup', seed=0,
                  workdir=str(workdir), max_actor_steps=max_actor_steps,
                  eval_every=300, eval_episodes=1, progress_every_s=1e9,
-                 checkpoint_every_s=1e9, tensorboard=True, quiet=True)
+                 checkpoint_every_s=1e9, tensorboard=True, quiet=True,
+                 envs_per_actor=1)
   options.update(kwargs)
   return runs.RunOptions(**options)
 

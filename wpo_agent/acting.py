@@ -47,13 +47,14 @@ class VariableClient:
       self.update_and_wait()
     return self._params
 
-  def update(self, wait: bool = False) -> None:
-    """Counts a call; refetches on every `update_period`-th call.
+  def update(self, wait: bool = False, steps: int = 1) -> None:
+    """Counts `steps` environment steps (one call: one step); refetches
+    when `update_period` steps have passed since the last fetch.
 
     `wait` exists for acme API compatibility; fetching is always synchronous.
     """
     del wait
-    self._calls += 1
+    self._calls += steps
     if self._calls >= self._update_period:
       self._calls = 0
       self.update_and_wait()
@@ -65,6 +66,79 @@ class VariableClient:
       raise ValueError(f'get_variables([{self._key!r}]) returned {len(values)} '
                        'values, expected 1')
     self._params = values[0]
+
+
+def policy_step(policy_network, *, deterministic: bool):
+  """(params, key, obs [O]) -> (action [D], next key): one environment's
+  action; the key is split inside, so a step is one jitted call."""
+
+  def step(params, key, obs):
+    key, sample_key = jax.random.split(key)
+    dist = policy_network.apply(params, obs[None])  # batch of 1
+    action = dist.mode() if deterministic else dist.sample(sample_key)
+    return action[0], key
+
+  return step
+
+
+class _CpuParams:
+  """The client's latest parameters, committed to the CPU."""
+
+  def __init__(self, client: VariableClient):
+    self.client = client
+    self._cpu = jax.devices('cpu')[0]
+    self._raw: Optional[Params] = None  # as served by the client
+    self._params: Optional[Params] = None  # the same, on the CPU
+
+  def get(self) -> Params:
+    raw = self.client.params  # fetches on first use
+    if raw is not self._raw:
+      self._params = jax.device_put(raw, self._cpu)
+      self._raw = raw
+    return self._params
+
+  def keys(self, seeds: Sequence[int]) -> jax.Array:
+    """PRNG keys [len(seeds), 2] on the CPU."""
+    with jax.default_device(self._cpu):
+      return jax.device_put(
+          jax.numpy.stack([jax.random.PRNGKey(s) for s in seeds]), self._cpu)
+
+
+class VectorActor:
+  """The stochastic policy of E environments: one jitted call per round.
+
+  Environment e draws from its own key, PRNGKey(seeds[e]), exactly as a
+  `WPOActor` with that seed (the keys are bit-identical); the actions agree
+  with that actor's to float rounding (~1e-7), because XLA's CPU matmul
+  sums in a different order for E rows than for one. With E = 1 they are
+  bit-identical.
+  """
+
+  def __init__(self, policy_network, variable_client: VariableClient,
+               seeds: Sequence[int]):
+    self._params = _CpuParams(variable_client)
+    self._keys = self._params.keys(seeds)  # [E, 2]
+    self._step = jax.jit(jax.vmap(
+        policy_step(policy_network, deterministic=False),
+        in_axes=(None, 0, 0)))
+    self.num_envs = len(seeds)
+
+  @property
+  def params(self) -> Params:
+    return self._params.get()
+
+  def select_actions(self, observations: np.ndarray) -> np.ndarray:
+    """observations [E, O] -> actions [E, D] (float32, not clipped)."""
+    actions, self._keys = self._step(self.params, self._keys,
+                                     np.asarray(observations, np.float32))
+    return np.asarray(actions, dtype=np.float32)
+
+  def update(self, steps: int) -> None:
+    """Counts `steps` environment steps towards a parameter refetch."""
+    self._params.client.update(steps=steps)
+    # Copy freshly fetched params to the CPU now rather than at the next
+    # round: the source may reuse (e.g. donate) its buffers in between.
+    self._params.get()
 
 
 class WPOActor(core.Actor):
@@ -87,36 +161,15 @@ class WPOActor(core.Actor):
                deterministic: bool = False):
     self._client = variable_client
     self._adder = adder
-    self._deterministic = deterministic
-    self._cpu = jax.devices('cpu')[0]
-    with jax.default_device(self._cpu):
-      self._key = jax.device_put(jax.random.PRNGKey(seed), self._cpu)
-    self._raw_params: Optional[Params] = None  # as served by the client
-    self._params: Optional[Params] = None      # the same, committed to CPU
-
-    def step(params, key, obs):
-      # obs [O] -> action [D]; returns the next key too (one call per step).
-      key, sample_key = jax.random.split(key)
-      dist = policy_network.apply(params, obs[None])  # batch of 1
-      if deterministic:
-        action = dist.mode()
-      else:
-        action = dist.sample(sample_key)
-      return action[0], key
-
-    self._step = jax.jit(step)
+    self._params = _CpuParams(variable_client)
+    self._key = self._params.keys([seed])[0]
+    self._step = jax.jit(policy_step(policy_network,
+                                     deterministic=deterministic))
 
   @property
   def params(self) -> Params:
     """The policy parameters in use (CPU copies of the client's)."""
-    return self._sync_params()
-
-  def _sync_params(self) -> Params:
-    raw = self._client.params  # fetches on first use
-    if raw is not self._raw_params:
-      self._params = jax.device_put(raw, self._cpu)
-      self._raw_params = raw
-    return self._params
+    return self._params.get()
 
   def select_action(self, observation: np.ndarray) -> np.ndarray:
     obs = np.asarray(observation, dtype=np.float32)
@@ -135,7 +188,7 @@ class WPOActor(core.Actor):
     self._client.update(wait)
     # Copy freshly fetched params to the CPU now rather than at the next step:
     # the source may reuse (e.g. donate) its buffers in between.
-    self._sync_params()
+    self._params.get()
 
 
 class StaticVariableSource(core.VariableSource):

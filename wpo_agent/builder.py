@@ -79,7 +79,8 @@ class Builder:
           self.environment_spec, name=self.table,
           max_size=device_replay.transport_size(
               samples_per_insert=c.samples_per_insert,
-              min_size=c.min_replay_size))
+              min_size=c.min_replay_size),
+          rows_per_item=device_replay.TRANSPORT_ROWS)
     return replay.make_replay_table(
         self.environment_spec, name=self.table,
         max_size=c.max_replay_size, min_size=c.min_replay_size,
@@ -100,9 +101,14 @@ class Builder:
         inserted_before_min=c.min_replay_size - items_in_replay)
 
   def writer(self, client: reverb.Client):
-    return replay.make_writer(client, table=self.table,
-                              n_step=self.config.n_step,
-                              discount=self.config.discount)
+    """An actor's writer for its `envs_per_actor` environments: chunks of
+    device_replay.TRANSPORT_ROWS transitions into the device backend's
+    transport, single transitions into the reverb backend's table."""
+    return replay.make_stream_writer(
+        client, table=self.table, n_step=self.config.n_step,
+        discount=self.config.discount, num_streams=self.run.envs_per_actor,
+        rows_per_item=(device_replay.TRANSPORT_ROWS
+                       if self.replay_backend == 'device' else None))
 
   def dataset(self, server) -> Iterator[types.Batch]:
     """Reverb backend: [K, B] batches sampled from the table."""
@@ -121,7 +127,8 @@ class Builder:
         capacity=c.max_replay_size // hosts, batch_size=c.batch_size // hosts,
         mesh=mesh)
     chunks = replay.make_transport_iterator(
-        server, table=self.table, chunk_size=buffer.chunk_size)
+        server, table=self.table, chunk_size=buffer.chunk_size,
+        rows_per_item=device_replay.TRANSPORT_ROWS)
     # The configured limiter, not `rate_limiter` (the single-process table's):
     # the feed keeps the ratio in both runners, or none with 'min_size'.
     return device_replay.DeviceFeed(
@@ -154,15 +161,18 @@ class Builder:
 
   def actor_loop(self, source: core.VariableSource, *, actor_index: int,
                  start_actor_steps: int, writer) -> loops.ActorLoop:
-    """Actor `actor_index`'s environment and stochastic policy."""
-    env_seed, policy_seed = runs.actor_seeds(
-        self.run, actor_index=actor_index, start_actor_steps=start_actor_steps)
-    actor = acting.WPOActor(
+    """Actor process `actor_index`'s environments and stochastic policy."""
+    num = self.run.envs_per_actor
+    seeds = [runs.actor_seeds(self.run, actor_index=actor_index * num + e,
+                              start_actor_steps=start_actor_steps)
+             for e in range(num)]  # [(environment seed, policy seed)]
+    actor = acting.VectorActor(
         self.networks.policy,
         acting.VariableClient(source, 'policy',
                               self.config.variable_update_period),
-        seed=policy_seed, adder=writer)
-    return loops.ActorLoop(self.environment(env_seed), actor)
+        seeds=[policy for _, policy in seeds])
+    return loops.ActorLoop([self.environment(env) for env, _ in seeds], actor,
+                           writer)
 
   def evaluator(self, source: core.VariableSource, *,
                 start_actor_steps: int) -> loops.Evaluator:

@@ -2,8 +2,9 @@
 
 With `replay_backend='device'` the replay lives on the learner's devices:
 
-  actors --n-step items--> reverb FIFO 'transport' table (bounded; replay.py)
-     --drain thread, chunks of INSERT_CHUNK items--> DeviceFeed
+  actors --items of TRANSPORT_ROWS n-step transitions--> reverb FIFO
+     'transport' table (bounded; replay.py)
+     --drain thread, re-cut into chunks of INSERT_CHUNK items--> DeviceFeed
      --add (jitted, donated)--> DeviceReplay: a ring buffer on the device(s)
   learner call: K x (uniform indices drawn in jit -> gather -> SGD step),
   so a call moves no replay data between host and device.
@@ -46,6 +47,9 @@ REPLAY_BACKENDS = ('device', 'reverb')
 # a multiple of the device count): large enough that adds cost little per
 # item, small enough to keep the learner within ~1% of its ratio.
 INSERT_CHUNK = 128
+# Transitions per transport item (an actor's ChunkWriter chunk): the actor
+# pays reverb's per-item cost once per this many transitions.
+TRANSPORT_ROWS = 64
 # Share of a device's free memory the buffer may take; the rest is for the
 # learner's parameters, optimiser state and activations.
 _MEMORY_SHARE = 0.8
@@ -112,15 +116,35 @@ def transition_item(environment_spec) -> Batch:
 
 
 def transport_size(*, samples_per_insert: float, min_size: int) -> int:
-  """Capacity of the transport queue: how far actors may run ahead.
+  """Capacity of the transport queue in items of TRANSPORT_ROWS: how far
+  actors may run ahead.
 
-  Two chunks, or the items reverb's ratio limiter would let actors run ahead
-  by (its error buffer over spi), whichever is more. Items drained but not yet
-  added (up to 2 chunks queued, ~4 in the drain's streams) come on top.
+  Two chunks, or the transitions reverb's ratio limiter would let actors run
+  ahead by (its error buffer over spi), whichever is more. Transitions
+  drained but not yet added (up to 2 chunks queued, a few items in the
+  drain's streams) and each actor's unsent rows come on top.
   """
   ahead = ratio.default_error_buffer(samples_per_insert=samples_per_insert,
                                      min_size=min_size) / samples_per_insert
-  return int(max(2 * INSERT_CHUNK, -(-ahead // 1)))
+  return -(-int(max(2 * INSERT_CHUNK, -(-ahead // 1))) // TRANSPORT_ROWS)
+
+
+def rechunk(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
+  """Batches [size, ...] of the transitions in `batches` (each [m, L, ...]
+  or [m, ...]), in order; a last partial batch is held back."""
+  held, count = [], 0
+  for batch in batches:
+    flat = Batch(*(x.reshape((-1,) + x.shape[batch.reward.ndim:])
+                   for x in batch))
+    held.append(flat)
+    count += len(flat.reward)
+    while count >= size:
+      joined = (Batch(*(np.concatenate(xs) for xs in zip(*held)))
+                if len(held) > 1 else held[0])
+      yield Batch(*(x[:size] for x in joined))
+      rest = Batch(*(x[size:] for x in joined))
+      count -= size
+      held = [rest] if count else []
 
 
 def item_bytes(item: Batch) -> int:

@@ -5,7 +5,8 @@ benchmarks all step environments through `ActorLoop` and evaluate through
 `Evaluator`. Nothing here imports reverb, Launchpad or TensorFlow.
 """
 
-from typing import Any, Mapping, Optional, Protocol
+import collections
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import dm_env
 import numpy as np
@@ -18,36 +19,76 @@ class RowWriter(Protocol):
     ...
 
 
-class ActorLoop:
-  """Steps one environment with one actor; the actor's writer records it.
+class StreamWriter(Protocol):
+  """nstep_writer.TransitionWriter / ChunkWriter."""
 
-  `step()` makes one environment step, starting an episode first when none is
-  open, so a caller's loop decides after every step whether to learn, log,
-  checkpoint or stop. An unfinished episode is simply left open.
+  def start(self, stream: int, observation: np.ndarray) -> None:
+    ...
+
+  def add(self, *, actions, rewards, discounts, next_observations,
+          last) -> None:
+    ...
+
+
+class ActorLoop:
+  """Steps E environments with one policy call per round; `writer` (None:
+  no replay) turns each environment's steps into its n-step transitions.
+
+  `step()` makes one round: every environment whose episode ended (or that
+  never started) is reset, the policy acts on the stacked observations
+  [E, O] once, and every environment steps once. So a caller's loop decides
+  after every E environment steps whether to learn, log, checkpoint or stop.
+  Each environment keeps its own episode: one ending mid-round leaves the
+  others untouched. Unfinished episodes are simply left open.
   """
 
-  def __init__(self, environment: dm_env.Environment, actor: acting.WPOActor):
-    self._environment = environment
+  def __init__(self, environments: Sequence[dm_env.Environment],
+               actor: acting.VectorActor,
+               writer: Optional[StreamWriter] = None):
+    self._environments = list(environments)
     self._actor = actor
-    self._timestep: Optional[dm_env.TimeStep] = None
-    self.episodes = 0  # completed episodes
-    self.steps = 0
+    self._writer = writer
+    num = self.num_envs = len(self._environments)
+    spec = self._environments[0].observation_spec()
+    self._obs = np.zeros((num,) + spec.shape, np.float32)        # [E, O]
+    self._rewards = np.zeros((num,), np.float32)                  # [E]
+    self._discounts = np.zeros((num,), np.float32)                # [E]
+    self._last = np.ones((num,), bool)  # [E]: reset before stepping
+    self._episode_return = np.zeros((num,), np.float64)
+    self.episodes = 0  # completed episodes, over all environments
+    self.steps = 0     # environment steps, over all environments
+    self.returns = collections.deque(maxlen=100)  # newest completed episodes
 
   def step(self) -> None:
-    """One environment step (`episodes` counts those that ended one)."""
-    if self._timestep is None or self._timestep.last():
-      self._timestep = self._environment.reset()
-      self._actor.observe_first(self._timestep)
-    action = self._actor.select_action(self._timestep.observation)
-    self._timestep = self._environment.step(action)
-    self._actor.observe(action, next_timestep=self._timestep)
-    self._actor.update()
-    self.steps += 1
-    if self._timestep.last():
+    """One round: one step of every environment."""
+    for e in np.flatnonzero(self._last):
+      timestep = self._environments[e].reset()
+      self._obs[e] = timestep.observation
+      self._episode_return[e] = 0.0
+      if self._writer is not None:
+        self._writer.start(e, timestep.observation)
+    actions = self._actor.select_actions(self._obs)  # [E, D]
+    for e, environment in enumerate(self._environments):
+      timestep = environment.step(actions[e])
+      self._obs[e] = timestep.observation
+      self._rewards[e] = timestep.reward
+      self._discounts[e] = timestep.discount
+      self._last[e] = timestep.last()
+    if self._writer is not None:
+      self._writer.add(actions=actions, rewards=self._rewards,
+                       discounts=self._discounts,
+                       next_observations=self._obs, last=self._last)
+    self._episode_return += self._rewards
+    for e in np.flatnonzero(self._last):
+      self.returns.append(float(self._episode_return[e]))
       self.episodes += 1
+    self.steps += self.num_envs
+    self._actor.update(steps=self.num_envs)
 
   def run(self, num_steps: int) -> None:
-    for _ in range(num_steps):
+    """Rounds until at least `num_steps` more environment steps."""
+    end = self.steps + num_steps
+    while self.steps < end:
       self.step()
 
 

@@ -1,43 +1,37 @@
-"""A lean n-step transition writer: an acme Adder writing flat reverb items.
+"""Lean n-step transition writers into reverb: per transition, or per chunk.
 
-`NStepTransitionWriter` writes one `types.Batch` row per n-step transition
-(columns in Batch field order) into a table with `replay.transition_signature`.
-Its items are exactly those of dm-acme 0.4.0's NStepTransitionAdder storing the
-full bootstrap discount (the test oracle tests/reference/acme_adder.py), at a
-fraction of its cost (measured ~500 us per step for acme's adder on 2 shared
-CPU cores; see bench/bench_writer.py).
+An actor's E environments are E streams of `nstep.NStepStreams`; each round
+(one step of every environment) gives the transitions it completes, and a
+writer sends them to a reverb table:
 
-Items, per episode s_0 a_0 r_0 d_0 s_1 ... s_T (same multiset as acme's):
-  after add #j (j = 1..T, arriving at s_j) that is not the last step: the
-  transition starting at t = max(0, j - n), i.e. s_0->s_1, ..., s_0->s_n at the
-  episode start (s_0 is stored n times, horizons 1..n; acme's behaviour), then
-  s_{j-n}->s_j; after the LAST step also s_t->s_T for every later start t up to
-  T-1 (the shorter end-of-episode transitions). Each item is
-      (s_t, a_t, R, D, s_{t+k}),  k = horizon <= n,
-      R = r_t + g d_t r_{t+1} + ... + g^{k-1} d_t...d_{t+k-2} r_{t+k-1}
-      D = g^k d_t ... d_{t+k-1}     (0 after termination, g^k on truncation)
-  computed in the table's reward/discount dtype with the same float operations
-  in the same order as acme (bitwise-equal values for float32).
+  TransitionWriter  one item per transition, a `types.Batch` row (the table
+                    signature `replay.transition_signature`): the reverb
+                    backend's table, which samples items. Its items are
+                    exactly dm-acme 0.4.0's NStepTransitionAdder's storing the
+                    full bootstrap discount (oracle: tests/reference/
+                    acme_adder.py), at a fraction of its cost.
+  ChunkWriter       one item per L transitions in arrival order, a Batch of
+                    [L, ...] columns (`replay.transition_signature(spec, L)`):
+                    the device backend's transport queue, which the learner
+                    drains and unpacks, so the per-item cost (reverb append,
+                    item creation, transport) is paid once per L transitions.
+  NStepTransitionWriter  the acme Adder API (add_first/add/reset) over a
+                    one-stream TransitionWriter.
 
-Why it is cheaper than acme's adder:
-  - no dm-tree work and no reverb python history/TrajectoryColumn objects per
-    step: one C++ `Append` of a flat 5-column step and one `CreateItem`
-    referencing that step, on reverb's pybind TrajectoryWriter directly;
-  - R and D for all open windows are updated together in preallocated numpy
-    buffers (5 tiny in-place ops per step);
-  - observations/actions are copied once into preallocated ring buffers;
-  - longer chunks (default 32 steps instead of acme's <= n+1) and a bounded
-    number of in-flight items checked every `flush_period` items instead of a
-    blocking flush(5) after every item.
-Each item is self-contained (s_t and s_{t+k} are both stored in it), so an
-observation is stored twice; acme stores each observation once and its items
-reference cells of up to n+1 steps.
+Why they are cheaper than acme's adder: no dm-tree work and no reverb python
+history objects per step (one C++ `Append` of a flat 5-column step and one
+`CreateItem` on reverb's pybind TrajectoryWriter); the n-step sums of all
+open windows of all streams are updated together in numpy; flow control is
+a bounded number of unconfirmed items checked periodically instead of a
+blocking flush after every item. A transition stores s_t and s_{t+k} itself,
+so an observation is stored twice; acme's items reference shared cells.
 
-Flow control: at most `max_in_flight_items` (+ flush_period) items are pending
-while an episode runs, so a blocking rate limiter (e.g. samples-per-insert)
-throttles the actor as with acme. At the end of each episode all items are
-flushed and confirmed by the server (blocking, like acme's end_episode), so
-they are sampleable promptly.
+Flow control: at most `max_in_flight_items` (+ flush period) items are
+unconfirmed, so a blocking rate limiter or a full transport queue throttles
+the actor. TransitionWriter also flushes and waits at each episode end (like
+acme's end_episode), so an episode's items are sampleable promptly.
+ChunkWriter holds the last < L transitions until its chunk fills: `flush()`
+and `close()` do not send a partial chunk (the table's items have L rows).
 
 Limits: flat array observations and actions (no nests), no extras, one table,
 uniform priority.
@@ -52,52 +46,23 @@ import numpy as np
 import reverb
 from reverb import pybind as reverb_pybind
 
+from wpo_agent import nstep
 from wpo_agent import types
 
 _NUM_COLUMNS = len(types.Batch._fields)
 
 
-class NStepTransitionWriter(acme_adders_base.Adder):
-  """n-step transition writer (see the module docstring for its items).
+class _Writer:
+  """What both writers share: streams, the reverb writer, flush and close."""
 
-  add_first(timestep), add(action, next_timestep, extras=()), reset() as an
-  acme Adder. An episode ends with a LAST timestep (all its items are then
-  written and flushed) or with reset() (drops the unfinished windows, like
-  acme's reset). add_first during an unfinished episode resets first.
-  """
-
-  def __init__(self,
-               client: reverb.Client,
-               n_step: int,
-               discount: float,
-               table: str,
-               *,
-               priority: float = 1.0,
-               chunk_length: int = 32,
-               max_in_flight_items: int = 128,
-               flush_period: int = 32,
+  def __init__(self, client: reverb.Client, *, num_streams: int,
+               n_step: int, discount: float, table: str, rows_per_item: int,
+               chunk_length: int, max_in_flight_items: int,
+               flush_period: int, priority: float = 1.0,
                get_signature_timeout_ms: int = 300_000):
-    """Creates the writer; the reverb writer is created on first use.
-
-    Args:
-      client: reverb client of the server holding `table`.
-      n_step: the n of n-step transitions (>= 1).
-      discount: agent discount g (applied in float32, as acme does).
-      table: table name; its signature must be replay.transition_signature
-        (flat array observations and actions).
-      priority: priority of every item (uniform).
-      chunk_length: steps per reverb chunk (each step is one transition).
-        Measured (2 shared cores): 32 and 64 cost the actor ~10% less than 16;
-        learner sampling (batch 256) showed no loss vs acme's items at 16-32
-        and ~10% at 64.
-      max_in_flight_items: items allowed unconfirmed by the server before
-        the actor blocks (checked every `flush_period` items).
-      flush_period: check the in-flight bound every this many items.
-      get_signature_timeout_ms: how long to wait for the server (and the
-        table signature) on first use.
-    """
-    if n_step < 1:
-      raise ValueError(f'n_step must be >= 1, got {n_step}')
+    if n_step < 1 or num_streams < 1:
+      raise ValueError(f'need n_step >= 1 and num_streams >= 1; got {n_step}, '
+                       f'{num_streams}')
     if chunk_length < 1 or flush_period < 1:
       raise ValueError(f'need chunk_length >= 1 and flush_period >= 1; got '
                        f'{chunk_length}, {flush_period}')
@@ -106,25 +71,23 @@ class NStepTransitionWriter(acme_adders_base.Adder):
       # waiting for their chunk; keep k >= chunk_length to avoid that.
       raise ValueError(f'max_in_flight_items ({max_in_flight_items}) must be '
                        f'>= chunk_length ({chunk_length})')
-    self.n_step = n_step
+    self.num_streams, self.n_step = num_streams, n_step
+    self._discount = discount
     self._client = client
     self._table = table
+    self._rows_per_item = rows_per_item  # 0: a single transition per item
     self._priority = float(priority)
     self._chunk_length = int(chunk_length)
     self._max_in_flight = int(max_in_flight_items)
     self._flush_period = int(flush_period)
     self._signature_timeout_ms = int(get_signature_timeout_ms)
-    self._gamma = np.float32(discount)  # as acme: float32 agent discount
-    self._writer = None  # reverb pybind TrajectoryWriter, created lazily
-    self._buffers_ready = False
     self._squeeze = [True] * _NUM_COLUMNS
     self._since_flush = 0
-    self._steps = -1  # adds in the current episode; -1: no episode open
+    self._writer = None  # reverb pybind TrajectoryWriter, created lazily
+    self.streams: Optional[nstep.NStepStreams] = None  # on the first start
 
-  # -- setup -----------------------------------------------------------------
-
-  def _table_dtypes(self):
-    """(obs, action, reward, discount) dtypes from the table signature."""
+  def _table_dtypes(self, observation) -> types.Batch:
+    """The dtypes of the table's columns (the data's without a signature)."""
     info = self._client.server_info(
         timeout=max(1, self._signature_timeout_ms // 1000))
     if self._table not in info:
@@ -132,44 +95,23 @@ class NStepTransitionWriter(acme_adders_base.Adder):
                        f'{sorted(info)}')
     signature = info[self._table].signature
     if signature is None:
-      return None
+      return types.Batch(np.asarray(observation).dtype, np.float32,
+                         np.float32, np.float32, None)
     specs = [getattr(signature, f, None) for f in types.Batch._fields]
     # Tables restored from checkpoints of earlier versions carry acme's
     # Transition signature: the same columns and an empty `extras`.
     extras = getattr(signature, 'extras', ())
-    if any(s is None or not hasattr(s, 'dtype') for s in specs) or extras:
+    rows = self._rows_per_item
+    bad = any(s is None or not hasattr(s, 'dtype') for s in specs) or extras
+    if not bad and rows:  # chunks: a leading axis of `rows`
+      bad = any(s.shape.as_list()[:1] != [rows] for s in specs)
+    if bad:
       raise ValueError(
           f'table {self._table!r} needs the signature '
-          f'replay.transition_signature (fields {types.Batch._fields}, flat '
-          f'arrays); got {signature}')
-    return [np.dtype(s.dtype.as_numpy_dtype) for s in specs[:4]]
-
-  def _init_buffers(self, observation, action) -> None:
-    dtypes = self._table_dtypes()
-    if dtypes is None:  # no signature: keep the data's dtypes
-      dtypes = [np.asarray(observation).dtype, np.asarray(action).dtype,
-                np.dtype(np.float32), np.dtype(np.float32)]
-    obs_dtype, act_dtype, rew_dtype, disc_dtype = dtypes
-    n = self.n_step
-    obs = np.asarray(observation)
-    act = np.asarray(action)
-    # s_t for t in [j - n, j] (n + 1 slots); a_t for t in [j - n, j - 1].
-    self._obs = np.zeros((n + 1,) + obs.shape, obs_dtype)
-    self._act = np.zeros((n,) + act.shape, act_dtype)
-    # acme accumulates in the result dtype of reward, discount and float32 g.
-    acc = np.result_type(rew_dtype, disc_dtype, np.float32)
-    self._rew_dtype, self._disc_dtype = rew_dtype, disc_dtype
-    # Open windows, one per start t (slot t % n): running R and the discount
-    # without the final g (acme's total_discount).
-    self._ret = np.zeros((n,), acc)
-    self._disc = np.zeros((n,), acc)
-    self._tmp = np.zeros((n,), acc)
-    # 0-d output cells for R and D (reverb copies on Append; 0-d arrays
-    # convert faster than numpy scalars).
-    self._ret_out = np.zeros((), rew_dtype)
-    self._disc_out = np.zeros((), disc_dtype)
-    self._acc_dtype = acc
-    self._buffers_ready = True
+          f'replay.transition_signature(spec{f", {rows}" if rows else ""}) '
+          f'(fields {types.Batch._fields}, flat arrays'
+          f'{f" with {rows} rows" if rows else ""}); got {signature}')
+    return types.Batch(*(np.dtype(s.dtype.as_numpy_dtype) for s in specs))
 
   def _get_writer(self):
     if self._writer is None:
@@ -182,66 +124,7 @@ class NStepTransitionWriter(acme_adders_base.Adder):
           options, self._signature_timeout_ms)
     return self._writer
 
-  # -- Adder API ---------------------------------------------------------------
-
-  def add_first(self, timestep: dm_env.TimeStep) -> None:
-    if not timestep.first():
-      raise ValueError('adder.add_first with an initial timestep (i.e. one for '
-                       'which timestep.first() is True')
-    if self._steps > 0:  # an unfinished episode: drop it, as reset() does
-      self.reset()
-    self._first_obs = timestep.observation
-    self._steps = 0
-
-  def add(self, action, next_timestep: dm_env.TimeStep, extras=()) -> None:
-    j = self._steps
-    if j < 0:
-      raise ValueError('adder.add_first must be called before adder.add.')
-    if extras is not None and not (hasattr(extras, '__len__') and
-                                   len(extras) == 0):
-      raise NotImplementedError('extras are not supported: an item is a '
-                                'types.Batch row')
-    n = self.n_step
-    if j == 0:
-      if not self._buffers_ready:
-        self._init_buffers(self._first_obs, action)
-      self._obs[0] = self._first_obs
-      self._first_obs = None
-    # Step j: a_j, r_j, d_j, s_{j+1}.
-    self._act[j % n] = action
-    self._obs[(j + 1) % (n + 1)] = next_timestep.observation
-    r = self._rew_dtype.type(next_timestep.reward)
-    d = self._disc_dtype.type(next_timestep.discount)
-    ret, disc, tmp = self._ret, self._disc, self._tmp
-    # Every open window (start t < j): disc *= g; R += r * disc; disc *= d
-    # (acme's loop body, same order). Stale slots compute garbage that is
-    # overwritten when their start comes round; the new window starts at j.
-    np.multiply(disc, self._gamma, out=disc)
-    np.multiply(disc, r, out=tmp)
-    np.add(ret, tmp, out=ret)
-    np.multiply(disc, d, out=disc)
-    slot = j % n
-    ret[slot] = r
-    disc[slot] = d
-    self._steps = j + 1
-
-    if not next_timestep.last():
-      self._write(max(0, j + 1 - n), j + 1)
-      return
-    for start in range(max(0, j + 1 - n), j + 1):
-      self._write(start, j + 1)
-    self._end_episode()
-
-  def _write(self, start: int, end: int) -> None:
-    """Writes the transition s_start -> s_end."""
-    n = self.n_step
-    slot = start % n
-    self._ret_out[()] = self._ret[slot]
-    self._disc_out[()] = self._disc[slot] * self._gamma  # acme's last `* g`
-    item = types.Batch(observation=self._obs[start % (n + 1)],
-                       action=self._act[slot], reward=self._ret_out,
-                       discount=self._disc_out,
-                       next_observation=self._obs[end % (n + 1)])
+  def _create_item(self, item: types.Batch) -> None:
     writer = self._get_writer()
     refs = writer.Append(item)
     writer.CreateItem(self._table, self._priority, [[ref] for ref in refs],
@@ -251,17 +134,39 @@ class NStepTransitionWriter(acme_adders_base.Adder):
       self._since_flush = 0
       writer.Flush(self._max_in_flight, -1)  # -1: no timeout
 
-  def _end_episode(self, timeout_ms: Optional[int] = None) -> None:
-    if self._writer is not None:
-      # Finalizes all chunks and blocks until the server confirmed every item.
-      self._writer.EndEpisode(True, timeout_ms)
-    self._since_flush = 0
-    self._steps = -1
+  # -- the streams -------------------------------------------------------------
 
-  def reset(self, timeout_ms: Optional[int] = None) -> None:
-    """Flushes written items and drops the current episode's open windows."""
-    self._first_obs = None
-    self._end_episode(timeout_ms)
+  def start(self, stream: int, observation) -> None:
+    """Opens `stream`'s episode at s_0 (an unfinished one is dropped)."""
+    if self.streams is None:
+      self.streams = nstep.NStepStreams(
+          num_streams=self.num_streams, n_step=self.n_step,
+          discount=self._discount, dtypes=self._table_dtypes(observation))
+    self.streams.start(stream, observation)
+
+  def add(self, *, actions, rewards, discounts, next_observations,
+          last) -> None:
+    """One step of every stream ([E, ...] arrays; `last` [E] bool); writes
+    the transitions it completes."""
+    if self.streams is None:
+      raise ValueError('start() must come before add()')
+    out = self.streams.add(actions=actions, rewards=rewards,
+                           discounts=discounts,
+                           next_observations=next_observations, last=last)
+    self._write(out.batch)
+    if np.any(last):
+      self._episodes_ended()
+
+  def _write(self, batch: types.Batch) -> None:
+    raise NotImplementedError
+
+  def _episodes_ended(self) -> None:
+    pass
+
+  def drop(self, stream: Optional[int] = None) -> None:
+    """Abandons the open episode of `stream` (every stream: None)."""
+    if self.streams is not None:
+      self.streams.drop(stream)
 
   def flush(self, timeout_ms: Optional[int] = None) -> None:
     """Sends every item created so far and waits until the server has it.
@@ -272,21 +177,20 @@ class NStepTransitionWriter(acme_adders_base.Adder):
       self._writer.Flush(0, -1 if timeout_ms is None else int(timeout_ms))
     self._since_flush = 0
 
-  # -- lifetime ----------------------------------------------------------------
-
   def close(self, timeout_ms: Optional[int] = 10_000) -> None:
     """Flushes (waiting at most timeout_ms) and closes the reverb writer."""
-    self._steps = -1
+    self.drop()
     if self._writer is None:
       return
     try:
       self.flush(timeout_ms)
     except RuntimeError as e:  # timeout: the items may still arrive
-      logging.error('NStepTransitionWriter: flush before close failed: %s', e)
+      logging.error('%s: flush before close failed: %s',
+                    type(self).__name__, e)
     writer, self._writer = self._writer, None
     writer.Close()
 
-  def __enter__(self) -> 'NStepTransitionWriter':
+  def __enter__(self):
     return self
 
   def __exit__(self, *exc) -> None:
@@ -297,3 +201,144 @@ class NStepTransitionWriter(acme_adders_base.Adder):
       self.close()
     except Exception:  # pylint: disable=broad-except
       pass
+
+
+class TransitionWriter(_Writer):
+  """One reverb item per n-step transition (see the module docstring)."""
+
+  def __init__(self, client: reverb.Client, *, num_streams: int, n_step: int,
+               discount: float, table: str, priority: float = 1.0,
+               chunk_length: int = 32, max_in_flight_items: int = 128,
+               flush_period: int = 32,
+               get_signature_timeout_ms: int = 300_000):
+    """`chunk_length`: steps (transitions) per reverb chunk. Measured
+    (2 shared cores): 32 and 64 cost the actor ~10% less than 16; learner
+    sampling (batch 256) showed no loss vs acme's items at 16-32 and ~10% at
+    64. `max_in_flight_items`: items unconfirmed by the server before the
+    actor blocks, checked every `flush_period` items."""
+    super().__init__(client, num_streams=num_streams, n_step=n_step,
+                     discount=discount, table=table, rows_per_item=0,
+                     priority=priority, chunk_length=chunk_length,
+                     max_in_flight_items=max_in_flight_items,
+                     flush_period=flush_period,
+                     get_signature_timeout_ms=get_signature_timeout_ms)
+
+  def _write(self, batch: types.Batch) -> None:
+    for m in range(len(batch.reward)):
+      # x[m, ...] keeps 0-d arrays for R and D (faster to convert than
+      # numpy scalars); reverb copies on Append.
+      self._create_item(types.Batch(*(x[m, ...] for x in batch)))
+
+  def _episodes_ended(self) -> None:
+    # Finalizes all chunks and blocks until the server confirmed every item.
+    self._get_writer().EndEpisode(True, None)
+    self._since_flush = 0
+
+  def reset(self, timeout_ms: Optional[int] = None) -> None:
+    """Drops every open episode; flushes and waits, as an episode end."""
+    self.drop()
+    if self._writer is not None:
+      self._writer.EndEpisode(True, timeout_ms)
+    self._since_flush = 0
+
+
+class ChunkWriter(_Writer):
+  """One reverb item per `rows_per_item` transitions (module docstring)."""
+
+  def __init__(self, client: reverb.Client, *, num_streams: int, n_step: int,
+               discount: float, table: str, rows_per_item: int,
+               max_in_flight_items: int = 2, priority: float = 1.0,
+               get_signature_timeout_ms: int = 300_000):
+    """`max_in_flight_items`: chunks unconfirmed by the server (checked after
+    each) before the actor blocks."""
+    if rows_per_item < 1:
+      raise ValueError(f'rows_per_item must be >= 1, got {rows_per_item}')
+    # Each appended step is a whole item: reverb chunks of one step.
+    super().__init__(client, num_streams=num_streams, n_step=n_step,
+                     discount=discount, table=table,
+                     rows_per_item=rows_per_item, priority=priority,
+                     chunk_length=1, max_in_flight_items=max_in_flight_items,
+                     flush_period=1,
+                     get_signature_timeout_ms=get_signature_timeout_ms)
+    self.rows_per_item = rows_per_item
+    self._stage: Optional[types.Batch] = None  # [L, ...], the open chunk
+    self._filled = 0
+
+  def _write(self, batch: types.Batch) -> None:
+    size, first, rows = len(batch.reward), 0, self.rows_per_item
+    if self._stage is None:
+      self._stage = types.Batch(*(np.zeros((rows,) + x.shape[1:], x.dtype)
+                                  for x in batch))
+    while first < size:
+      take = min(rows - self._filled, size - first)
+      for buf, x in zip(self._stage, batch):
+        buf[self._filled:self._filled + take] = x[first:first + take]
+      self._filled += take
+      first += take
+      if self._filled == rows:
+        self._create_item(self._stage)  # reverb copies the chunk
+        self._filled = 0
+
+  @property
+  def pending_rows(self) -> int:
+    """Transitions held for the next chunk (not yet in any item)."""
+    return self._filled
+
+
+class NStepTransitionWriter(acme_adders_base.Adder):
+  """acme's Adder API over a one-stream `TransitionWriter`.
+
+  An episode ends with a LAST timestep (all its items are then written and
+  flushed) or with reset() (drops the unfinished windows, like acme's
+  reset). add_first during an unfinished episode resets first.
+  """
+
+  def __init__(self, client: reverb.Client, n_step: int, discount: float,
+               table: str, **kwargs):
+    self._writer = TransitionWriter(client, num_streams=1, n_step=n_step,
+                                    discount=discount, table=table, **kwargs)
+    self.n_step = n_step
+    self._steps = -1  # adds in the current episode; -1: no episode open
+
+  def add_first(self, timestep: dm_env.TimeStep) -> None:
+    if not timestep.first():
+      raise ValueError('adder.add_first with an initial timestep (i.e. one for '
+                       'which timestep.first() is True')
+    if self._steps > 0:  # an unfinished episode: drop it, as reset() does
+      self.reset()
+    self._writer.start(0, timestep.observation)
+    self._steps = 0
+
+  def add(self, action, next_timestep: dm_env.TimeStep, extras=()) -> None:
+    if self._steps < 0:
+      raise ValueError('adder.add_first must be called before adder.add.')
+    if extras is not None and not (hasattr(extras, '__len__') and
+                                   len(extras) == 0):
+      raise NotImplementedError('extras are not supported: an item is a '
+                                'types.Batch row')
+    last = next_timestep.last()
+    self._writer.add(actions=np.asarray(action)[None],
+                     rewards=np.asarray(next_timestep.reward)[None],
+                     discounts=np.asarray(next_timestep.discount)[None],
+                     next_observations=np.asarray(
+                         next_timestep.observation)[None],
+                     last=np.array([last]))
+    self._steps = -1 if last else self._steps + 1
+
+  def reset(self, timeout_ms: Optional[int] = None) -> None:
+    """Flushes written items and drops the current episode's open windows."""
+    self._writer.reset(timeout_ms)
+    self._steps = -1
+
+  def flush(self, timeout_ms: Optional[int] = None) -> None:
+    self._writer.flush(timeout_ms)
+
+  def close(self, timeout_ms: Optional[int] = 10_000) -> None:
+    self._steps = -1
+    self._writer.close(timeout_ms)
+
+  def __enter__(self) -> 'NStepTransitionWriter':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

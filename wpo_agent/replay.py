@@ -18,7 +18,7 @@ compare them bit for bit with acme's adder, tests/reference/acme_adder.py).
 """
 
 import os
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from acme import specs
 from acme.datasets import reverb as acme_datasets
@@ -26,6 +26,7 @@ import reverb
 from reverb.platform.default import checkpointers
 import tensorflow as tf
 
+from wpo_agent import device_replay
 from wpo_agent import nstep_writer
 from wpo_agent import ratio
 from wpo_agent import runs
@@ -41,11 +42,15 @@ _TRANSPORT_STREAMS = 2
 _DATASET_PARALLEL_CALLS = 12
 
 
-def transition_signature(environment_spec: specs.EnvironmentSpec
-                        ) -> types.Batch:
-  """The table signature: a Batch of one transition's TensorSpecs."""
+def transition_signature(environment_spec: specs.EnvironmentSpec,
+                         rows: Optional[int] = None) -> types.Batch:
+  """The table signature: a Batch of one transition's TensorSpecs, or of
+  `rows` transitions' ([rows, ...], the device backend's transport items)."""
+  lead = (rows,) if rows else ()
+
   def spec(array_spec, name):
-    return tf.TensorSpec(array_spec.shape, tf.as_dtype(array_spec.dtype), name)
+    return tf.TensorSpec(lead + tuple(array_spec.shape),
+                         tf.as_dtype(array_spec.dtype), name)
   return types.Batch(
       observation=spec(environment_spec.observations, 'observation'),
       action=spec(environment_spec.actions, 'action'),
@@ -109,30 +114,52 @@ def make_replay_table(environment_spec: specs.EnvironmentSpec, *,
 
 
 def make_transport_table(environment_spec: specs.EnvironmentSpec, *,
-                         name: str, max_size: int) -> reverb.Table:
-  """Device backend: a bounded FIFO queue; each item is read once, by the
-  learner's drain, and a full queue blocks the actors' writes."""
-  return reverb.Table.queue(name=name, max_size=int(max_size),
-                            signature=transition_signature(environment_spec))
+                         name: str, max_size: int,
+                         rows_per_item: int) -> reverb.Table:
+  """Device backend: a bounded FIFO queue of chunks of `rows_per_item`
+  transitions; each item is read once, by the learner's drain, and a full
+  queue blocks the actors' writes."""
+  return reverb.Table.queue(
+      name=name, max_size=int(max_size),
+      signature=transition_signature(environment_spec, rows_per_item))
 
 
 def make_transport_iterator(server: Union[str, reverb.Client], *, table: str,
-                            chunk_size: int) -> Iterator[types.Batch]:
-  """Numpy Batches of `chunk_size` items [C, ...] drained from `table`."""
+                            chunk_size: int,
+                            rows_per_item: int) -> Iterator[types.Batch]:
+  """Numpy Batches of `chunk_size` transitions [C, ...] drained from
+  `table`, whose items hold `rows_per_item` transitions each."""
   if isinstance(server, reverb.Client):
     server = server.server_address
+  items = max(1, chunk_size // rows_per_item)
   dataset = acme_datasets.make_reverb_dataset(
-      server_address=server, table=table, batch_size=chunk_size,
+      server_address=server, table=table, batch_size=items,
       num_parallel_calls=_TRANSPORT_STREAMS,
-      max_in_flight_samples_per_worker=chunk_size)
-  return dataset.map(_to_batch).as_numpy_iterator()
+      max_in_flight_samples_per_worker=items)
+  return device_replay.rechunk(dataset.map(_to_batch).as_numpy_iterator(),
+                              chunk_size)
 
 
 def make_writer(client: reverb.Client, *, table: str, n_step: int,
                 discount: float) -> nstep_writer.NStepTransitionWriter:
-  """The actors' n-step transition writer into `table`."""
+  """One environment's n-step transition writer (acme's Adder API)."""
   return nstep_writer.NStepTransitionWriter(
       client, n_step=n_step, discount=discount, table=table)
+
+
+def make_stream_writer(client: reverb.Client, *, table: str, n_step: int,
+                       discount: float, num_streams: int,
+                       rows_per_item: Optional[int]):
+  """An actor's writer for its `num_streams` environments: one item per
+  transition (rows_per_item None: the reverb backend's sampled table) or
+  per `rows_per_item` transitions (the device backend's transport)."""
+  if rows_per_item:
+    return nstep_writer.ChunkWriter(
+        client, num_streams=num_streams, n_step=n_step, discount=discount,
+        table=table, rows_per_item=rows_per_item)
+  return nstep_writer.TransitionWriter(
+      client, num_streams=num_streams, n_step=n_step, discount=discount,
+      table=table)
 
 
 def _to_batch(sample: reverb.ReplaySample) -> types.Batch:

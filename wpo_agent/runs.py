@@ -36,6 +36,11 @@ REPLAY_CHECKPOINT_DIR = 'replay'
 LAUNCH_TYPES = ('local_mp', 'local_mt')
 
 
+# More environments per actor gain nothing measurable beyond 16 (BUILD_NOTES.md)
+# and delay every actor's first transitions; the cap catches typos.
+MAX_ENVS_PER_ACTOR = 256
+
+
 class RunOptionsError(ValueError):
   """A run option has a value outside what is allowed."""
 
@@ -63,6 +68,10 @@ class RunOptions:
   quiet: bool = False
   single_process: bool = False  # else the Launchpad program
   num_actors: int = 4  # actor processes of the distributed program
+  # Environments each actor process steps together, with one policy call per
+  # round (loops.ActorLoop); the single-process runner's actor too. Chosen by
+  # measurement (BUILD_NOTES.md, "Vectorised actors").
+  envs_per_actor: int = 8
   lp_launch_type: str = 'local_mp'  # or 'local_mt' (threads, debugging)
   # Run a single-host program in a network namespace of its own, so that its
   # unauthenticated Reverb and courier ports are reachable from nowhere else
@@ -84,6 +93,13 @@ class RunOptions:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise RunOptionsError(f'--{name}={value}: must be an integer >= 1')
+    value = self.envs_per_actor
+    if (not isinstance(value, int) or isinstance(value, bool) or
+        not 1 <= value <= MAX_ENVS_PER_ACTOR):
+      raise RunOptionsError(
+          f'--envs_per_actor={value}: must be an integer from 1 to '
+          f'{MAX_ENVS_PER_ACTOR} (environments each actor process steps '
+          'together; 1 steps one at a time)')
     if self.lp_launch_type not in LAUNCH_TYPES:
       raise RunOptionsError(f'--lp_launch_type={self.lp_launch_type}: allowed '
                             f'values are {list(LAUNCH_TYPES)}')
@@ -265,7 +281,9 @@ def derive_seed(*entropy: int) -> int:
 
 def actor_seeds(run: RunOptions, *, actor_index: int,
                 start_actor_steps: int) -> Tuple[int, int]:
-  """(environment seed, policy seed) of actor `actor_index`.
+  """(environment seed, policy seed) of actor environment `actor_index`:
+  environment e of actor process a is index a * envs_per_actor + e, so E
+  environments in one process get the seeds of E one-environment actors.
 
   Fresh on every resume (the run's actor-step count at launch is part of the
   entropy), and reproducible from the same (seed, index, resume point).

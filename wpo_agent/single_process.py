@@ -62,10 +62,11 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
       f'actor steps; logs and checkpoints in {os.path.abspath(run.workdir)}')
   with stopping.GracefulStop() as stop:
     while counts['actor_steps'] < run.max_actor_steps and not stop.requested:
-      actor.step()
+      steps_before = actor.steps
+      actor.step()  # one step of each of the actor's environments
       counts['episodes'] = episodes_before + actor.episodes
-      counts['actor_steps'] += 1
-      replay.inserted()
+      counts['actor_steps'] += actor.steps - steps_before
+      replay.inserted(actor.steps - steps_before)
       while replay.learner_call_owed():
         learner.step()
         replay.learner_called()
@@ -115,9 +116,9 @@ class _Replay:
     """The device replay's feed keeps the ratio (None: the reverb table)."""
     self._feed = feed
 
-  def inserted(self) -> None:
-    """Counts one actor step (one transition written)."""
-    self._gate.insert()
+  def inserted(self, steps: int) -> None:
+    """Counts actor steps (one transition written each)."""
+    self._gate.insert(steps)
 
   def learner_call_owed(self) -> bool:
     if self._feed is not None:

@@ -258,13 +258,12 @@ def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
     local = counting.Counter(counter, time_delta=1.0)
     fail_at = _fault_step(name)
     while not node.control.stop_requested():
-      episodes_before = loop.episodes
-      for _ in range(_COUNT_EVERY):
-        loop.step()
-        if loop.steps == fail_at:
-          raise RuntimeError(f'injected fault in {name} at step {loop.steps} '
-                             f'({_FAULT_ENV})')
-      local.increment(actor_steps=_COUNT_EVERY,
+      steps_before, episodes_before = loop.steps, loop.episodes
+      loop.run(_COUNT_EVERY)  # whole rounds of envs_per_actor steps
+      if fail_at is not None and loop.steps >= fail_at:
+        raise RuntimeError(f'injected fault in {name} at step {loop.steps} '
+                           f'({_FAULT_ENV})')
+      local.increment(actor_steps=loop.steps - steps_before,
                       episodes=loop.episodes - episodes_before)
 
 
