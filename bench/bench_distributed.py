@@ -22,6 +22,8 @@ machine load; per backend the medians over its repeats are reported.
 Usage: .venv/bin/python bench/bench_distributed.py [--seconds 60] [--json [PATH]]
          [--backend reverb|device|both] [--repeats 1] [--config small]
          [--num_actors 2] [--set FIELD=VALUE ...] [--workdir DIR] [--skip-scaling]
+         [--skip-ratio] [--envs_per_actor E]
+The scaling runs also report each actor process's resident memory (RSS).
 """
 
 import argparse
@@ -130,6 +132,8 @@ def measure(num_actors, spi, batch, seconds, warmup_s, args, extra=(),
   cmd += list(extra) + [f'--set={s}' for s in args.set]
   if backend:
     cmd.append(f'--set=replay_backend={backend}')
+  if args.envs_per_actor:
+    cmd.append(f'--envs_per_actor={args.envs_per_actor}')
   program = _Program(cmd, args.workdir)
   try:
     deadline = time.time() + args.start_timeout
@@ -141,9 +145,26 @@ def measure(num_actors, spi, batch, seconds, warmup_s, args, extra=(),
     p0, t0 = _progress(program.workdir), time.time()
     program.sleep(seconds)
     p1, t1 = _progress(program.workdir), time.time()
+    rss = _actor_rss_mb(program.workdir, num_actors)
   finally:
     program.stop()
-  return _window(program.workdir, p0, p1, t1 - t0, batch)
+  return dict(_window(program.workdir, p0, p1, t1 - t0, batch),
+              actor_rss_mb=rss)
+
+
+def _actor_rss_mb(workdir, num_actors):
+  """Resident memory (MB) of each actor process, from the pids the nodes
+  record in their control files."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  out = []
+  for i in range(num_actors):
+    try:
+      with open(os.path.join(workdir, 'control', 'nodes',
+                             f'actor_{i}.json')) as f:
+        out.append(psutil.Process(json.load(f)['pid']).memory_info().rss / 2**20)
+    except (OSError, ValueError, KeyError, psutil.Error):
+      out.append(float('nan'))
+  return out
 
 
 def _window(workdir, p0, p1, wall_s, batch):
@@ -238,8 +259,10 @@ def run_scaling(args, results):
                 extra=SMALL if args.config == 'small' else (),
                 backend=None if args.backend == 'both' else args.backend)
     results[f'actors_{n}_steps_per_s'] = rate = r['actor_steps_per_s']
+    results[f'actors_{n}_rss_mb'] = r['actor_rss_mb']
     print(f'{n} actor(s), learner throttled (spi 0.05): {rate:.0f} actor '
-          'steps/s', flush=True)
+          'steps/s; actor RSS (MB): ' + ', '.join(
+              f'{mb:.0f}' for mb in r['actor_rss_mb']), flush=True)
   results['scaling_2_vs_1'] = (results['actors_2_steps_per_s'] /
                                results['actors_1_steps_per_s'])
   print(f'scaling 2 vs 1 actors: {results["scaling_2_vs_1"]:.2f}x')
@@ -273,7 +296,10 @@ def parse_args(argv=None):
                       '(default: a new temporary folder)')
   parser.add_argument('--start-timeout', type=float, default=300.0,
                       help='seconds a program may take to reach 2000 steps')
+  parser.add_argument('--envs_per_actor', type=int, default=None,
+                      help='passed on to run_local.py (default: its own)')
   parser.add_argument('--skip-scaling', action='store_true')
+  parser.add_argument('--skip-ratio', action='store_true')
   parser.add_argument('--json', nargs='?', const='-', default=None,
                       metavar='PATH', help='print the results as JSON, or '
                       'write them to PATH (after every run)')
@@ -287,7 +313,8 @@ def main():
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
   results = dict(domain=args.domain, task=args.task, config=args.config,
                  num_actors=args.num_actors, seconds=args.seconds,
-                 warmup=args.warmup, backend=args.backend)
+                 warmup=args.warmup, backend=args.backend,
+                 envs_per_actor=args.envs_per_actor)
 
   def write(partial=None):
     if args.json and args.json != '-':
@@ -298,6 +325,9 @@ def main():
   if not args.skip_scaling:
     run_scaling(args, results)
     write()
+  if args.skip_ratio:
+    print(json.dumps(_finite(results)) if args.json == '-' else '')
+    return
   summary, spi, batch = run_ratio(args, write)
   results.update(backends=summary, configured_spi=spi, batch=batch)
   first = summary[next(iter(summary))]  # the keys earlier versions reported

@@ -25,7 +25,6 @@ import time
 import common  # noqa: F401  (sys.path for wpo_agent)
 from common import median
 
-import dm_env
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +47,8 @@ def _serve(backend, domain, task, capacity, port_out, stop):
     table = replay.make_transport_table(spec, name=_TABLE[backend],
                                         max_size=device_replay.transport_size(
                                             samples_per_insert=32.0,
-                                            min_size=1000))
+                                            min_size=1000),
+                                        rows_per_item=device_replay.TRANSPORT_ROWS)
   else:
     table = replay.make_replay_table(
         spec, name=_TABLE[backend], max_size=capacity, min_size=1000,
@@ -60,20 +60,25 @@ def _serve(backend, domain, task, capacity, port_out, stop):
 
 
 def _insert(address, table, domain, task, rate, stop, count):
-  """Inserter process: the actors' n-step writer at `rate` steps/s."""
+  """Inserter process: an actor's n-step writer (one environment) at `rate`
+  steps/s: chunks into the transport (device), transitions (reverb)."""
   import reverb  # pylint: disable=g-import-not-at-top
-  from wpo_agent import replay  # pylint: disable=g-import-not-at-top
+  from wpo_agent import device_replay, replay  # pylint: disable=g-import-not-at-top
   spec = _spec(domain, task)
   rng = np.random.default_rng(0)
-  obs = rng.normal(size=(64,) + spec.observations.shape).astype(np.float32)
-  act = rng.uniform(-1, 1, (64,) + spec.actions.shape).astype(np.float32)
-  writer = replay.make_writer(reverb.Client(address), table=table, n_step=5,
-                              discount=0.99)
+  obs = rng.normal(size=(64, 1) + spec.observations.shape).astype(np.float32)
+  act = rng.uniform(-1, 1, (64, 1) + spec.actions.shape).astype(np.float32)
+  writer = replay.make_stream_writer(
+      reverb.Client(address), table=table, n_step=5, discount=0.99,
+      num_streams=1, rows_per_item=(device_replay.TRANSPORT_ROWS
+                                    if table == 'transport' else None))
+  one, no = np.ones(1, np.float32), np.zeros(1, bool)
   start, steps = time.time(), 0
   while not stop.is_set():
-    writer.add_first(dm_env.restart(obs[0]))
+    writer.start(0, obs[0, 0])
     for t in range(1000):
-      writer.add(act[t % 64], dm_env.transition(1.0, obs[(t + 1) % 64]))
+      writer.add(actions=act[t % 64], rewards=one, discounts=one,
+                 next_observations=obs[(t + 1) % 64], last=no)
       steps += 1
       if steps % 200 == 0:
         count.value = steps
@@ -133,7 +138,8 @@ def _noop_sources(backend, args, k, mesh):
       batch_size=args.batch, mesh=mesh)
   feed = device_replay.DeviceFeed(
       buffer, replay.make_transport_iterator(
-          backend.address, table='transport', chunk_size=buffer.chunk_size),
+          backend.address, table='transport', chunk_size=buffer.chunk_size,
+          rows_per_item=device_replay.TRANSPORT_ROWS),
       samples_per_insert=1.0, keep_ratio=False, sgd_steps_per_call=k,
       min_size=1000)
 
