@@ -179,19 +179,18 @@ def rss_child(args):
 
 def measure_rss(name, spec, nums, steps):
   """RSS (MB) of a child actor process per E."""
-  table = replay.make_transport_table(spec, name='t', max_size=100_000,
-                                      rows_per_item=ROWS)
-  server = reverb.Server([table], port=None)
   out = {}
   for num in nums:
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), f'--steps={steps}',
-         f'--rss_child=localhost:{server.port},{name},{num}'],
-        capture_output=True, text=True, timeout=1200, check=True)
+    server = reverb.Server([_table('chunks', spec, steps + 64 * num)],
+                           port=None)
+    try:
+      proc = subprocess.run(
+          [sys.executable, os.path.abspath(__file__), f'--steps={steps}',
+           f'--rss_child=localhost:{server.port},{name},{num}'],
+          capture_output=True, text=True, timeout=1200, check=True)
+    finally:
+      server.stop()
     out[num] = json.loads(proc.stdout.strip().splitlines()[-1])['rss_mb']
-    server.stop()
-    server = reverb.Server([table], port=None)
-  server.stop()
   return out
 
 

@@ -71,7 +71,7 @@ class RunOptions:
   # Environments each actor process steps together, with one policy call per
   # round (loops.ActorLoop); the single-process runner's actor too. Chosen by
   # measurement (BUILD_NOTES.md, "Vectorised actors").
-  envs_per_actor: int = 8
+  envs_per_actor: int = 16
   lp_launch_type: str = 'local_mp'  # or 'local_mt' (threads, debugging)
   # Run a single-host program in a network namespace of its own, so that its
   # unauthenticated Reverb and courier ports are reachable from nowhere else
