@@ -4,7 +4,8 @@ Launches `launch/run_local.py` (local multi-processing) and reads the counter
 snapshot the step limiter writes to `<workdir>/control/progress.json`, and the
 learner's rows in `<workdir>/train.csv` that fall inside the measured window.
 
-  scaling: 1 vs 2 actors with the learner throttled by a tiny samples-per-insert (0.05)
+  scaling: 1 vs 2 actors with the learner throttled by a tiny samples-per-insert
+           (--scaling_spi, default 0.05)
            (it needs one SGD step per `batch_size / spi` inserts, so it mostly
            sleeps on the rate limiter); reports aggregate actor steps/s.
   ratio:   the learner is the bottleneck (spi = 32, batch 32, small networks;
@@ -254,13 +255,14 @@ def _summary(runs):
 
 def run_scaling(args, results):
   for n in (1, 2):
-    r = measure(n, spi=0.05, batch=32, seconds=args.seconds,
+    r = measure(n, spi=args.scaling_spi, batch=32, seconds=args.seconds,
                 warmup_s=args.warmup, args=args,
                 extra=SMALL if args.config == 'small' else (),
                 backend=None if args.backend == 'both' else args.backend)
     results[f'actors_{n}_steps_per_s'] = rate = r['actor_steps_per_s']
     results[f'actors_{n}_rss_mb'] = r['actor_rss_mb']
-    print(f'{n} actor(s), learner throttled (spi 0.05): {rate:.0f} actor '
+    print(f'{n} actor(s), learner throttled (spi {args.scaling_spi:g}): '
+          f'{rate:.0f} actor '
           'steps/s; actor RSS (MB): ' + ', '.join(
               f'{mb:.0f}' for mb in r['actor_rss_mb']), flush=True)
   results['scaling_2_vs_1'] = (results['actors_2_steps_per_s'] /
@@ -300,6 +302,8 @@ def parse_args(argv=None):
                       help='passed on to run_local.py (default: its own)')
   parser.add_argument('--skip-scaling', action='store_true')
   parser.add_argument('--skip-ratio', action='store_true')
+  parser.add_argument('--scaling_spi', type=float, default=0.05,
+                      help='samples_per_insert of the scaling runs (batch 32)')
   parser.add_argument('--json', nargs='?', const='-', default=None,
                       metavar='PATH', help='print the results as JSON, or '
                       'write them to PATH (after every run)')
