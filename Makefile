@@ -38,7 +38,8 @@ test-fast: venv
 run: venv
 	@rm -rf runs/make-run  # a fresh demo each time (a real run resumes its workdir)
 	$(PY) launch/run_local.py --domain=cartpole --task=swingup --config=small \
-	  --num_actors=2 --max_actor_steps=10000 --eval_every=2500 --workdir=runs/make-run
+	  --num_actors=2 --envs_per_actor=4 --max_actor_steps=10000 --eval_every=2500 \
+	  --workdir=runs/make-run
 
 bench: venv
 	$(PY) bench/bench_learner.py
