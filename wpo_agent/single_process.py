@@ -1,5 +1,7 @@
 """Single-process WPO training: in-process Reverb, one actor, interleaved learner.
 
+The actor steps `envs_per_actor` environments per round (loops.ActorLoop).
+
 Everything comes from the `Builder` the distributed program uses too; this
 module only wires it into one loop. After `min_replay_size` items the learner
 is stepped as often as the samples-per-insert ratio allows (`ratio.RatioGate`):

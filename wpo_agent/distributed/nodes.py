@@ -248,7 +248,8 @@ class LearnerNode:
 
 
 def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
-  """Actor node: steps its own environment and writes n-step transitions."""
+  """Actor node: steps its envs_per_actor environments (one policy call per
+  round) and writes their n-step transitions."""
   node = _Node(spec)
   name = f'actor_{index}'
   with node.reporting(name):
