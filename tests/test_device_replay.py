@@ -335,3 +335,29 @@ def test_single_process_run_resumes_with_its_device_buffer(tmp_path):
   trained = second['learner_steps'] - first['learner_steps']
   assert trained % 128 == 0
   assert grown - saved - 2 * 128 <= trained <= grown - saved
+
+
+def test_a_run_stopped_before_its_first_chunk_saves_and_resumes(tmp_path):
+  """Fewer transitions than one insert chunk: the buffer is empty at the
+  save (orbax refuses zero-size arrays), so none is saved; the resume fills
+  it from the start."""
+  from wpo_agent import runs, single_process  # pylint: disable=g-import-not-at-top
+  config = config_lib.make_config(
+      'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
+      min_replay_size=128, max_replay_size=4096, batch_size=32,
+      num_action_samples=4, replay_backend='device')
+
+  def run(steps):
+    return single_process.train(runs.RunOptions(
+        domain='cartpole', task='swingup', workdir=str(tmp_path),
+        max_actor_steps=steps, eval_every=10_000, eval_episodes=1,
+        progress_every_s=1e9, checkpoint_every_s=1e9, tensorboard=False,
+        quiet=True, envs_per_actor=4), config)
+
+  assert run(64)['actor_steps'] == 64
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  assert checkpointer.latest_step() == 64
+  assert 'device_replay_filled_per_shard' not in checkpointer.latest_metadata()
+  checkpointer.close()
+  second = run(800)
+  assert second['actor_steps'] == 800 and second['learner_steps'] > 0

@@ -181,10 +181,12 @@ def save_learner(checkpointer: Checkpointer, step: int, learner,
   """Saves a learner.WPOLearner's state (and its device replay if any and
   `with_replay`) with `metadata`, all taken at one instant."""
   state, replay = learner.snapshot()
-  if replay is None or not with_replay:
+  filled = 0 if replay is None else int(np.shape(replay['data'][0])[1])
+  # An empty buffer (a run stopped before its first chunk arrived) is saved
+  # as none: orbax refuses zero-size arrays, and a resume starts it empty.
+  if not filled or not with_replay:
     checkpointer.save(step, state, metadata)
     return
-  filled = int(np.shape(replay['data'][0])[1])
   checkpointer.save(step, state, dict(metadata, **{_REPLAY_FILLED: filled}),
                     replay=replay)
 
