@@ -1,0 +1,105 @@
+"""The suite runner: task lists, bad input, a real suite stopped, resumed and
+with one failing run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from wpo_agent import suites
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--config=small', '--single_process', '--eval_every=1000',
+        '--eval_episodes=1', '--set=policy_layer_sizes=16,16',
+        '--set=critic_layer_sizes=16,16', '--set=min_replay_size=200',
+        '--set=batch_size=32', '--set=samples_per_insert=32',
+        '--set=num_action_samples=4']
+
+
+def run_suite(*args, **kwargs):
+  env = dict(os.environ, MUJOCO_GL='egl')
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO, 'launch', 'run_suite.py'), *args],
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      **kwargs)
+
+
+def test_every_named_suite_resolves_to_dm_control_tasks():
+  for name, tasks in suites.SUITES.items():
+    assert suites.resolve_tasks(name, None) == [
+        tuple(t.rsplit('-', 1)) for t in tasks]
+  assert suites.resolve_tasks(None, 'ball_in_cup-catch,humanoid_CMU-run') == [
+      ('ball_in_cup', 'catch'), ('humanoid_CMU', 'run')]
+
+
+@pytest.mark.parametrize('args,fragments', [
+    (['--suite=nope'], ["'nope'", 'quick', 'hard', 'paper']),
+    (['--tasks=cartpole-nope'], ["'nope'", 'swingup', 'balance']),
+    (['--tasks=walkerwalk'], ['domain-task']),
+    (['--suite=quick', '--tasks=cartpole-swingup'], ['exactly one']),
+    (['--suite=quick', '--seeds=0,x'], ['--seeds=0,x', 'distinct integers']),
+    (['--suite=quick', '--set=batch_size=0'], ['batch_size=0']),
+    (['--suite=quick', '--parallel=0'], ['--parallel=0']),
+])
+def test_bad_input_is_one_line(tmp_path, args, fragments):
+  proc = run_suite('--max_actor_steps=100', f'--workdir={tmp_path / "s"}',
+                   *args)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), err
+  for fragment in fragments:
+    assert fragment in lines[0]
+  assert not os.path.exists(tmp_path / 's')
+
+
+def _wait_for(path, timeout=240):
+  deadline = time.time() + timeout
+  while not os.path.exists(path):
+    assert time.time() < deadline, f'no {path} after {timeout} s'
+    time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_suite_stops_on_ctrl_c_resumes_and_reports_a_failed_run(tmp_path):
+  root = tmp_path / 'suite'
+  args = ['--tasks=cartpole-swingup,cartpole-balance', '--seeds=0',
+          '--max_actor_steps=4000', '--parallel=2', f'--workdir={root}',
+          '--status_every=1000'] + TINY
+  runs = [root / 'cartpole-swingup' / 'seed0', root / 'cartpole-balance' /
+          'seed0']
+  proc = run_suite(*args)
+  for run in runs:  # both are learning
+    _wait_for(run / 'train.csv')
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=180)
+  assert proc.returncode == 0, out + err
+  assert 'Stopping' in out
+  final = out.strip().splitlines()[-2:]
+  assert all(line.split()[-1] == 'stopped' for line in final), out
+  steps = [suites.checkpointed_steps(str(r)) for r in runs]
+  assert all(0 < s < 4000 for s in steps), steps
+
+  # A broken run fails and is reported; the other resumes and finishes.
+  (runs[1] / 'config.json').write_text('not json')
+  proc = run_suite(*args)
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 1, out + err
+  assert 'cartpole-balance seed 0 failed' in out
+  table = {line.split()[0]: line.split() for line in
+           out.strip().splitlines()[-2:]}
+  assert table['cartpole-swingup'][-1] == 'finished'
+  assert table['cartpole-balance'][-1] == 'failed'
+  assert suites.checkpointed_steps(str(runs[0])) >= 4000
+  with open(runs[0] / 'suite_run.log') as f:
+    log = f.read()
+  assert 'Resumed from' in log
+
+  # Finished runs are skipped: no process, the log does not grow.
+  proc = run_suite(*args)
+  out, _ = proc.communicate(timeout=300)
+  assert os.path.getsize(runs[0] / 'suite_run.log') == len(log.encode())
+  assert 'cartpole-swingup  0' in out and proc.returncode == 1
