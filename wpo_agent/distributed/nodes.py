@@ -35,6 +35,7 @@ _FINAL_EVAL_WAIT_S = 60.0
 # gone, so after the hosts' last exchange it waits this long before exiting.
 _COORDINATOR_GRACE_S = 2.0
 _TELL_HOSTS_S = 60.0
+_PUSH_COUNTS_S = 0.25  # how often an actor adds its steps to the counter
 # Fault injection for the lifetime tests: WPO_FAULT_INJECT=actor_1@200 makes
 # actor 1 raise after 200 of its steps.
 _FAULT_ENV = 'WPO_FAULT_INJECT'
@@ -256,7 +257,10 @@ def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
     loop = node.builder.actor_loop(
         learner, actor_index=index, start_actor_steps=node.start_actor_steps,
         writer=node.builder.writer(replay_client))
-    local = counting.Counter(counter, time_delta=1.0)
+    # Counts reach the step limiter within ~0.25 s: at thousands of steps/s
+    # (before min_replay_size nothing throttles the actors) a longer delay is
+    # an overshoot of the step limit by as many steps.
+    local = counting.Counter(counter, time_delta=_PUSH_COUNTS_S)
     fail_at = _fault_step(name)
     while not node.control.stop_requested():
       steps_before, episodes_before = loop.steps, loop.episodes
@@ -308,4 +312,4 @@ def run_step_limiter(counter, spec: Spec) -> None:
       if node.run.num_hosts == 1 and counts.get('actor_steps', 0) >= limit:
         control.request_step_limit_stop(limit)
         break
-      time.sleep(0.5)
+      time.sleep(0.2)
