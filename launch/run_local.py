@@ -24,6 +24,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
+from wpo_agent import cli
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
 from wpo_agent.distributed import hosts
@@ -162,18 +163,9 @@ def print_summary(summary) -> None:
         flush=True)
 
 
-def parse_flags(argv):
-  """absl's parser, but a bad flag is one `error:` line and exit code 2."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
-
 def run():
   try:
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)
   except (UsageError, config_lib.ConfigError, runs.RunOptionsError,
           environments.UnknownTaskError, device_replay.BufferTooLargeError,
           flags.Error) as e:

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from wpo_agent import config as config_lib  # pylint: disable=g-import-not-at-top
+from wpo_agent import cli  # pylint: disable=g-import-not-at-top
+from wpo_agent import config as config_lib
 # dm_control -> acme -> gym prints a deprecation notice to stderr on import;
 # a bad flag must read as one `error:` line (as in run_local.py).
 with contextlib.redirect_stderr(io.StringIO()):
@@ -93,17 +94,9 @@ def main(argv):
   sys.exit(0 if ok else 1)
 
 
-def parse_flags(argv):
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
-
 if __name__ == '__main__':
   try:
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)
   except (UsageError, suites.SuiteError, config_lib.ConfigError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

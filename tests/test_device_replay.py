@@ -295,21 +295,26 @@ def test_buffer_too_large_is_refused_with_what_to_lower():
     _replay(capacity=10**12)  # this host's real free memory
 
 
-def test_single_process_run_resumes_with_its_device_buffer(tmp_path):
-  import csv  # pylint: disable=g-import-not-at-top
+def _train_cartpole(workdir, steps, **run_options):
+  """A tiny single-process cartpole run on the device replay (spi = B)."""
   from wpo_agent import runs, single_process  # pylint: disable=g-import-not-at-top
   config = config_lib.make_config(
       'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
       min_replay_size=128, max_replay_size=4096, batch_size=32,
       samples_per_insert=32.0, num_action_samples=4,
       variable_update_period=100, replay_backend='device')
+  return single_process.train(runs.RunOptions(
+      domain='cartpole', task='swingup', workdir=str(workdir),
+      max_actor_steps=steps, eval_episodes=1, progress_every_s=1e9,
+      checkpoint_every_s=1e9, tensorboard=False, quiet=True, **run_options),
+                              config)
+
+
+def test_single_process_run_resumes_with_its_device_buffer(tmp_path):
+  import csv  # pylint: disable=g-import-not-at-top
 
   def run(steps):
-    return single_process.train(runs.RunOptions(
-        domain='cartpole', task='swingup', workdir=str(tmp_path),
-        max_actor_steps=steps, eval_every=400, eval_episodes=1,
-        progress_every_s=1e9, checkpoint_every_s=1e9, tensorboard=False,
-        quiet=True), config)
+    return _train_cartpole(tmp_path, steps, eval_every=400)
 
   def rows():
     with open(tmp_path / 'train.csv', newline='') as f:
@@ -341,18 +346,10 @@ def test_a_run_stopped_before_its_first_chunk_saves_and_resumes(tmp_path):
   """Fewer transitions than one insert chunk: the buffer is empty at the
   save (orbax refuses zero-size arrays), so none is saved; the resume fills
   it from the start."""
-  from wpo_agent import runs, single_process  # pylint: disable=g-import-not-at-top
-  config = config_lib.make_config(
-      'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
-      min_replay_size=128, max_replay_size=4096, batch_size=32,
-      num_action_samples=4, replay_backend='device')
 
   def run(steps):
-    return single_process.train(runs.RunOptions(
-        domain='cartpole', task='swingup', workdir=str(tmp_path),
-        max_actor_steps=steps, eval_every=10_000, eval_episodes=1,
-        progress_every_s=1e9, checkpoint_every_s=1e9, tensorboard=False,
-        quiet=True, envs_per_actor=4), config)
+    return _train_cartpole(tmp_path, steps, eval_every=10_000,
+                           envs_per_actor=4)
 
   assert run(64)['actor_steps'] == 64
   checkpointer = checkpointing.Checkpointer(str(tmp_path))
