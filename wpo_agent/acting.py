@@ -121,7 +121,6 @@ class VectorActor:
     self._step = jax.jit(jax.vmap(
         policy_step(policy_network, deterministic=False),
         in_axes=(None, 0, 0)))
-    self.num_envs = len(seeds)
 
   @property
   def params(self) -> Params:

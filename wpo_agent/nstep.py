@@ -83,9 +83,6 @@ class NStepStreams:
     """Abandons the open episode of `stream` (of every stream: None)."""
     self._steps[slice(None) if stream is None else stream] = -1
 
-  def is_open(self, stream: int) -> bool:
-    return bool(self._steps[stream] >= 0)
-
   def add(self, *, actions: np.ndarray, rewards: np.ndarray,
           discounts: np.ndarray, next_observations: np.ndarray,
           last: np.ndarray) -> Transitions:

@@ -260,12 +260,11 @@ class ChunkWriter(_Writer):
                      chunk_length=1, max_in_flight_items=max_in_flight_items,
                      flush_period=1,
                      get_signature_timeout_ms=get_signature_timeout_ms)
-    self.rows_per_item = rows_per_item
     self._stage: Optional[types.Batch] = None  # [L, ...], the open chunk
     self._filled = 0
 
   def _write(self, batch: types.Batch) -> None:
-    size, first, rows = len(batch.reward), 0, self.rows_per_item
+    size, first, rows = len(batch.reward), 0, self._rows_per_item
     if self._stage is None:
       self._stage = types.Batch(*(np.zeros((rows,) + x.shape[1:], x.dtype)
                                   for x in batch))

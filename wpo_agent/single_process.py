@@ -66,9 +66,10 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
     while counts['actor_steps'] < run.max_actor_steps and not stop.requested:
       steps_before = actor.steps
       actor.step()  # one step of each of the actor's environments
+      made = actor.steps - steps_before
       counts['episodes'] = episodes_before + actor.episodes
-      counts['actor_steps'] += actor.steps - steps_before
-      replay.inserted(actor.steps - steps_before)
+      counts['actor_steps'] += made
+      replay.inserted(made)
       while replay.learner_call_owed():
         learner.step()
         replay.learner_called()

@@ -90,7 +90,6 @@ class Run:
   workdir: str
   state: str = PENDING
   process: Optional[subprocess.Popen] = None
-  returncode: Optional[int] = None
 
   @property
   def name(self) -> str:
@@ -159,7 +158,7 @@ class SuiteRunner:
     code = run.process.poll()
     if code is None:
       return
-    run.returncode, run.process = code, None
+    run.process = None
     if code != 0:
       run.state = FAILED
       self._say(f'{run.name} seed {run.seed} failed (exit {code}); see '
