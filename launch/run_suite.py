@@ -29,6 +29,7 @@ from wpo_agent import config as config_lib
 # dm_control -> acme -> gym prints a deprecation notice to stderr on import;
 # a bad flag must read as one `error:` line (as in run_local.py).
 with contextlib.redirect_stderr(io.StringIO()):
+  from wpo_agent import runs as runs_lib
   from wpo_agent import suites
 
 FLAGS = flags.FLAGS
@@ -46,6 +47,8 @@ flags.DEFINE_bool('single_process', False, 'Each run in one process (no '
                   'Launchpad); else the distributed program per run.')
 flags.DEFINE_integer('eval_every', None, 'Passed on to each run.')
 flags.DEFINE_integer('eval_episodes', None, 'Passed on to each run.')
+flags.DEFINE_integer('envs_per_actor', None, 'Passed on to each run (default: '
+                     "run_local.py's).")
 flags.DEFINE_string('workdir', None, 'Suite folder; default '
                     'runs/suites/<suite> (runs/suites/tasks with --tasks).')
 flags.DEFINE_float('status_every', 60.0, 'Seconds between status tables.')
@@ -62,7 +65,11 @@ def run_args():
   out = [f'--config={FLAGS.config}'] + [f'--set={s}' for s in FLAGS.set]
   if FLAGS.single_process:
     out.append('--single_process')
-  for name in ('eval_every', 'eval_episodes'):
+  epa = FLAGS.envs_per_actor
+  if epa is not None and not 1 <= epa <= runs_lib.MAX_ENVS_PER_ACTOR:
+    raise UsageError(f'--envs_per_actor={epa}: must be an integer from 1 to '
+                     f'{runs_lib.MAX_ENVS_PER_ACTOR}')
+  for name in ('eval_every', 'eval_episodes', 'envs_per_actor'):
     if getattr(FLAGS, name) is not None:
       out.append(f'--{name}={getattr(FLAGS, name)}')
   return out

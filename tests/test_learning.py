@@ -12,6 +12,7 @@ import pytest
 
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
+from wpo_agent import distributions as dists
 from wpo_agent import learner as learner_lib
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
@@ -295,6 +296,30 @@ def test_metrics_finite(overrides):
               'sigma_min', 'dq_da_abs_mean', 'policy_grad_norm',
               'critic_grad_norm'}
   assert expected <= set(metrics)
+  mixture_keys = {k for k in metrics if k.startswith('mix_')}
+  if overrides.get('policy_family') == 'mixture':
+    assert len(mixture_keys) == 2 * config.num_components + 2
+  else:
+    assert not mixture_keys
+
+
+def test_mixture_metrics_hand_computed():
+  # Two states, K = 2, D = 2: weights (1/4, 3/4) and (3/4, 1/4).
+  third = np.log(3.0)
+  pi = dists.MixtureOfGaussians(
+      logits=jnp.array([[0.0, third], [third, 0.0]]),
+      loc=jnp.array([[[0., 0.], [2., 4.]], [[1., 1.], [1., 1.]]]),
+      scale=jnp.array([[[1., 3.], [0.5, 0.5]], [[1., 1.], [2., 4.]]]))
+  m = {k: float(v) for k, v in learning.mixture_metrics(pi).items()}
+  entropy = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
+  np.testing.assert_allclose(
+      [m['mix_weight_0'], m['mix_weight_1'], m['mix_scale_0'],
+       m['mix_scale_1'], m['mix_effective_k'], m['mix_loc_spread']],
+      # loc spreads: std over components of (0, 2), (0, 4), (1, 1), (1, 1)
+      [0.5, 0.5, (1 + 3 + 1 + 1) / 4, (0.5 + 0.5 + 2 + 4) / 4,
+       np.exp(entropy), (1 + 2 + 0 + 0) / 4],
+      rtol=1e-6)
+  assert learning.mixture_metrics(dists.Gaussian(pi.loc, pi.scale)) == {}
 
 
 # --- WPOLearner -------------------------------------------------------------

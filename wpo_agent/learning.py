@@ -261,7 +261,30 @@ def _metrics(critic_loss, policy_loss, loss_wpo, penalty: losses.KLPenalty,
       'dq_da_abs_mean': jnp.mean(jnp.abs(dq_da)),
       'policy_grad_norm': optax.global_norm(policy_grads),
       'critic_grad_norm': optax.global_norm(critic_grads),
+      **mixture_metrics(pi),
   }
+
+
+def mixture_metrics(pi) -> Metrics:
+  """What a mixture policy's components do (batch means); {} for a Gaussian.
+
+  Components keep their index through training (each has its own head rows), so
+  `mix_weight_k` / `mix_scale_k` over time show which components the policy uses
+  and how wide they are. `mix_effective_k` = exp(entropy of the weights), from 1
+  (one component per state) to K; `mix_loc_spread` = the std of the K component
+  means, averaged over states and action dimensions (0: all on one point).
+  """
+  if not isinstance(pi, dists.MixtureOfGaussians):
+    return {}
+  log_w = jax.nn.log_softmax(pi.logits, axis=-1)  # [B, K]
+  w = jnp.exp(log_w)
+  metrics = {}
+  for k in range(w.shape[-1]):
+    metrics[f'mix_weight_{k}'] = jnp.mean(w[..., k])
+    metrics[f'mix_scale_{k}'] = jnp.mean(pi.scale[..., k, :])
+  metrics['mix_effective_k'] = jnp.mean(jnp.exp(-jnp.sum(w * log_w, axis=-1)))
+  metrics['mix_loc_spread'] = jnp.mean(jnp.std(pi.loc, axis=-2))
+  return metrics
 
 
 def make_learner_step(networks: networks_lib.WPONetworks,
