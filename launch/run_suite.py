@@ -9,7 +9,9 @@ Examples:
 Each (task, seed) is one `launch/run_local.py` run in WORKDIR/<domain>-<task>/
 seed<seed> (its output in suite_run.log there). Rerunning the same command skips
 finished runs and resumes stopped ones. Ctrl-C / SIGTERM checkpoints every
-running run and exits 0. Suites: wpo_agent/suites.py.
+running run and exits 0. Suites: wpo_agent/suites.py. Once every run has ended
+(finished or failed), the seed-aggregated report (`python -m wpo_agent.report`,
+with docs/baselines.csv) is written to WORKDIR/report.
 """
 
 import contextlib
@@ -19,7 +21,8 @@ import signal
 import sys
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -98,7 +101,23 @@ def main(argv):
   print(f'Suite: {len(runs)} runs ({len(tasks)} tasks x {len(seeds)} seeds), '
         f'{FLAGS.parallel} at a time, in {os.path.abspath(root)}', flush=True)
   ok = runner.run()
+  if not runner.stopping:
+    write_report(root)
   sys.exit(0 if ok else 1)
+
+
+def write_report(root: str) -> None:
+  """The suite's report; a suite without evaluations yet gets a line why."""
+  from wpo_agent import report  # pylint: disable=g-import-not-at-top
+  baselines = os.path.join(REPO, 'docs', 'baselines.csv')
+  try:
+    _, written = report.write_report(
+        [root], os.path.join(root, 'report'),
+        baselines_path=baselines if os.path.isfile(baselines) else None)
+  except report.ReportError as e:
+    print(f'No report: {e}', flush=True)
+    return
+  print('Report: ' + ', '.join(written), flush=True)
 
 
 if __name__ == '__main__':

@@ -56,6 +56,13 @@ def test_bad_input_is_one_line(tmp_path, args, fragments):
   assert not os.path.exists(tmp_path / 's')
 
 
+def _final_table(out, rows=2):
+  """The last status table's rows (the report's line comes after it)."""
+  lines = [line for line in out.strip().splitlines()
+           if not line.startswith(('Report: ', 'No report: '))]
+  return lines[-rows:]
+
+
 def _wait_for(path, timeout=240):
   deadline = time.time() + timeout
   while not os.path.exists(path):
@@ -78,8 +85,9 @@ def test_suite_stops_on_ctrl_c_resumes_and_reports_a_failed_run(tmp_path):
   out, err = proc.communicate(timeout=180)
   assert proc.returncode == 0, out + err
   assert 'Stopping' in out
-  final = out.strip().splitlines()[-2:]
+  final = _final_table(out)
   assert all(line.split()[-1] == 'stopped' for line in final), out
+  assert 'Report: ' not in out  # a stopped suite is not done
   steps = [suites.checkpointed_steps(str(r)) for r in runs]
   assert all(0 < s < 4000 for s in steps), steps
 
@@ -89,14 +97,17 @@ def test_suite_stops_on_ctrl_c_resumes_and_reports_a_failed_run(tmp_path):
   out, err = proc.communicate(timeout=600)
   assert proc.returncode == 1, out + err
   assert 'cartpole-balance seed 0 failed' in out
-  table = {line.split()[0]: line.split() for line in
-           out.strip().splitlines()[-2:]}
+  table = {line.split()[0]: line.split() for line in _final_table(out)}
   assert table['cartpole-swingup'][-1] == 'finished'
   assert table['cartpole-balance'][-1] == 'failed'
   assert suites.checkpointed_steps(str(runs[0])) >= 4000
   with open(runs[0] / 'suite_run.log') as f:
     log = f.read()
   assert 'Resumed from' in log
+  # Every run ended, so the suite's report is written, failed run or not.
+  assert f'Report: {root}/report/report.md' in out, out
+  with open(root / 'report' / 'report.md') as f:
+    assert '| cartpole-swingup | suite | 1 |' in f.read()
 
   # Finished runs are skipped: no process, the log does not grow.
   proc = run_suite(*args)

@@ -168,6 +168,10 @@ class SuiteRunner:
     else:
       run.state = STOPPED
 
+  @property
+  def stopping(self) -> bool:
+    return self._stopping
+
   def stop(self, *_) -> None:
     """Asks every running run to checkpoint and stop (SIGINT/SIGTERM)."""
     if not self._stopping:

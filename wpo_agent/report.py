@@ -1,0 +1,413 @@
+r"""Seed-aggregated results of suites, the way Agarwal et al. (2021) report them.
+
+  python -m wpo_agent.report SUITE_DIR [SUITE_DIR ...] [--out DIR] \
+      [--steps 10000,50000,100000] [--baselines docs/baselines.csv] \
+      [--reps 2000] [--seed 0]
+
+A suite folder is what `launch/run_suite.py` writes: SUITE_DIR/<domain>-<task>/
+seed<N>/eval.csv. Each SUITE_DIR is one method (labelled by its folder name), so
+two suites run with different `--set`s compare side by side. Written to --out
+(default: SUITE_DIR/report for one suite, ./report for several):
+
+- report.md (also printed): per task and method, the mean return over seeds
+  with a 95% bootstrap CI at fixed actor steps; across tasks, the interquartile
+  mean (IQM) of return / 1000 with stratified-bootstrap 95% CIs; published
+  baselines beside ours at their own step counts.
+- curves.png: per task, the mean over seeds with its 95% bootstrap band, and
+  the baselines (a marker inside the plotted range, a dashed line beyond it).
+- profile.png: performance profiles (fraction of runs with return / 1000 > tau)
+  with 95% CIs at the last step every method reached.
+
+The statistics are rliable's (the paper's own library); this module only
+arranges scores for it. A run's return at step S is its evaluation nearest to S
+within +-10% of S (a distributed evaluator lands near, not on, its schedule);
+runs without one are left out there. The `final` column is each run's last
+evaluation, which is where a budget-stopped run reports its end.
+"""
+
+import argparse
+import csv
+import os
+import re
+import sys
+import warnings
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from wpo_agent import plot
+
+MAX_RETURN = 1000.0  # every Control Suite task's return lies in [0, 1000]
+BASELINE_COLUMNS = ('algorithm', 'domain', 'task', 'actor_steps', 'return',
+                    'source')
+_SEED_DIR = re.compile(r'^seed(\d+)$')
+STEP_TOLERANCE = 0.1  # an evaluation counts for step S within S * (1 +- this)
+FINAL = 'final'  # the step name of each run's last evaluation
+Step = Union[int, str]
+
+# {task: {seed: eval.csv columns}}
+SuiteData = Dict[str, Dict[int, Dict[str, List[float]]]]
+
+
+class ReportError(Exception):
+  """Unusable input: printed as one line by the CLI (exit code 2)."""
+
+
+class Estimate(NamedTuple):
+  value: float  # point estimate
+  low: float    # 95% CI
+  high: float
+  n: int        # runs it rests on
+
+
+class Baseline(NamedTuple):
+  algorithm: str
+  task: str  # domain-task
+  actor_steps: int
+  value: float
+  source: str
+
+
+def load_suite(suite_dir: str) -> SuiteData:
+  """Every <domain>-<task>/seed<N>/eval.csv under `suite_dir`."""
+  if not os.path.isdir(suite_dir):
+    raise ReportError(f'{suite_dir}: no such suite folder')
+  data: SuiteData = {}
+  for task in sorted(os.listdir(suite_dir)):
+    task_dir = os.path.join(suite_dir, task)
+    if not os.path.isdir(task_dir):
+      continue
+    for seed_dir in os.listdir(task_dir):
+      match = _SEED_DIR.match(seed_dir)
+      run_dir = os.path.join(task_dir, seed_dir)
+      if match and os.path.isfile(os.path.join(run_dir, plot.EVAL_FILE)):
+        data.setdefault(task, {})[int(match.group(1))] = (
+            plot.read_eval_csv(run_dir))
+  if not data:
+    raise ReportError(f'{suite_dir}: no <domain>-<task>/seed<N>/eval.csv in it '
+                      '(is it a suite folder written by launch/run_suite.py?)')
+  return data
+
+
+def return_at(columns: Dict[str, List[float]], step: Step) -> Optional[float]:
+  """The eval return nearest to `step` within the tolerance (or the last)."""
+  rows = [(x, y) for x, y in zip(columns['actor_steps'],
+                                 columns['eval_return_mean'])
+          if np.isfinite(x) and np.isfinite(y)]
+  if step == FINAL:
+    return rows[-1][1] if rows else None
+  near = [(abs(x - step), -x, y) for x, y in rows
+          if abs(x - step) <= STEP_TOLERANCE * step]
+  return min(near)[2] if near else None  # ties: the later evaluation
+
+
+def scores_at(runs: Dict[int, Dict[str, List[float]]], step: Step
+              ) -> Dict[int, float]:
+  """{seed: eval return at `step`} for the runs that have one there."""
+  out = {}
+  for seed, columns in sorted(runs.items()):
+    value = return_at(columns, step)
+    if value is not None:
+      out[seed] = value
+  return out
+
+
+def estimates(score_dict, func, *, reps: int, seed: int):
+  """rliable's interval estimates, seeded."""
+  from rliable import library as rly  # pylint: disable=g-import-not-at-top
+  with warnings.catch_warnings():
+    # rliable 1.2.0 hands arch its RandomState as `random_state`, which arch 7
+    # still honours but flags as deprecated; the resamples are the same.
+    warnings.filterwarnings('ignore', 'random_state is deprecated',
+                            FutureWarning)
+    return rly.get_interval_estimates(score_dict, func, reps=reps,
+                                      random_state=_rng(seed))
+
+
+def _rng(seed: int) -> np.random.RandomState:
+  return np.random.RandomState(seed)
+
+
+def mean_ci(scores: Sequence[float], *, reps: int, seed: int) -> Estimate:
+  """Mean over runs with rliable's percentile-bootstrap 95% CI."""
+  x = np.asarray(scores, np.float64)[:, None]  # [runs, 1 task]
+  points, cis = estimates({'m': x}, lambda s: np.array([np.mean(s)]),
+                           reps=reps, seed=seed)
+  return Estimate(float(points['m'][0]), float(cis['m'][0, 0]),
+                  float(cis['m'][1, 0]), len(scores))
+
+
+def iqm_ci(matrix: np.ndarray, *, reps: int, seed: int) -> Estimate:
+  """IQM of a [runs, tasks] score matrix with stratified-bootstrap 95% CIs."""
+  from rliable import metrics  # pylint: disable=g-import-not-at-top
+  points, cis = estimates(
+      {'m': matrix}, lambda s: np.array([metrics.aggregate_iqm(s)]),
+      reps=reps, seed=seed)
+  return Estimate(float(points['m'][0]), float(cis['m'][0, 0]),
+                  float(cis['m'][1, 0]), matrix.size)
+
+
+def performance_profile(matrix: np.ndarray, taus: np.ndarray, *, reps: int,
+                        seed: int) -> Tuple[np.ndarray, np.ndarray]:
+  """(fraction of runs with score > tau [T], its 95% CI [2, T])."""
+  from rliable import library as rly  # pylint: disable=g-import-not-at-top
+  # rliable's create_performance_profile takes no random_state; this is its
+  # score-distribution profile through the seeded interval estimate.
+  points, cis = estimates(
+      {'m': matrix}, lambda s: rly.score_distributions(s, taus), reps=reps,
+      seed=seed)
+  return points['m'], cis['m']
+
+
+def distinct_steps(steps) -> List[int]:
+  """Sorted steps, dropping those within the tolerance of the one kept before.
+
+  Runs evaluated on one schedule by different processes land at 10,000, 10,112
+  and 10,240; a table or curve wants one column or point for them.
+  """
+  out: List[int] = []
+  for s in sorted(int(s) for s in steps if np.isfinite(s) and s > 0):
+    if not out or s > out[-1] * (1 + STEP_TOLERANCE):
+      out.append(s)
+  return out
+
+
+def step_name(step: Step) -> str:
+  return step if step == FINAL else f'{step:,}'
+
+
+def where(step: Step) -> str:
+  return ('each run\'s last evaluation' if step == FINAL
+          else f'{step:,} actor steps')
+
+
+def score_matrix(data: SuiteData, tasks: Sequence[str], step: Step
+                 ) -> Optional[np.ndarray]:
+  """[runs, tasks] of return / 1000 at `step`, over seeds every task has there.
+
+  Stratified bootstrap needs the same number of runs per task; seeds missing
+  from any task are dropped. None if some task has no run at `step`.
+  """
+  per_task = [scores_at(data.get(task, {}), step) for task in tasks]
+  seeds = sorted(set.intersection(*(set(s) for s in per_task)))
+  if not seeds:
+    return None
+  return np.array([[s[seed] for s in per_task] for seed in seeds]) / MAX_RETURN
+
+
+def read_baselines(path: str) -> List[Baseline]:
+  """Rows of a baselines CSV (docs/baselines.csv's columns)."""
+  try:
+    with open(path, newline='') as f:
+      rows = list(csv.DictReader(f))
+  except OSError as e:
+    raise ReportError(f'--baselines {path}: {e.strerror}') from None
+  if rows and not set(BASELINE_COLUMNS) <= set(rows[0]):
+    raise ReportError(f'--baselines {path}: needs the columns '
+                      f'{", ".join(BASELINE_COLUMNS)}')
+  out = []
+  for line, row in enumerate(rows, start=2):
+    try:
+      out.append(Baseline(row['algorithm'], f'{row["domain"]}-{row["task"]}',
+                          int(float(row['actor_steps'])), float(row['return']),
+                          row['source']))
+    except (TypeError, ValueError):
+      raise ReportError(f'--baselines {path}, line {line}: actor_steps and '
+                        'return must be numbers') from None
+  return out
+
+
+def _cell(e: Optional[Estimate]) -> str:
+  if e is None:
+    return '-'
+  if e.n == 1:
+    return f'{e.value:.1f} (1 seed)'
+  return f'{e.value:.1f} [{e.low:.1f}, {e.high:.1f}]'
+
+
+def task_table(methods: Dict[str, SuiteData], tasks: Sequence[str],
+               steps: Sequence[Step], *, reps: int, seed: int) -> str:
+  """Markdown: mean return over seeds [95% CI] per (task, method) and step."""
+  lines = ['| task | method | seeds | ' +
+           ' | '.join(step_name(s) for s in steps) + ' |',
+           '|---|---|---:|' + '---:|' * len(steps)]
+  for task in tasks:
+    for name, data in methods.items():
+      runs = data.get(task, {})
+      cells = []
+      for step in steps:
+        scores = list(scores_at(runs, step).values())
+        cells.append(_cell(mean_ci(scores, reps=reps, seed=seed)
+                           if scores else None))
+      lines.append(f'| {task} | {name} | {len(runs)} | ' + ' | '.join(cells)
+                   + ' |')
+  return '\n'.join(lines)
+
+
+def iqm_table(methods: Dict[str, SuiteData], tasks: Sequence[str],
+              steps: Sequence[Step], *, reps: int, seed: int) -> str:
+  """Markdown: IQM of return / 1000 over all (run, task) [95% CI]."""
+  lines = ['| method | ' + ' | '.join(step_name(s) for s in steps) + ' |',
+           '|---|' + '---:|' * len(steps)]
+  for name, data in methods.items():
+    cells = []
+    for step in steps:
+      m = score_matrix(data, tasks, step)
+      cells.append('-' if m is None else
+                   f'{_iqm_cell(iqm_ci(m, reps=reps, seed=seed), m)}')
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def _iqm_cell(e: Estimate, m: np.ndarray) -> str:
+  return (f'{e.value:.3f} [{e.low:.3f}, {e.high:.3f}] '
+          f'({m.shape[0]}x{m.shape[1]})')
+
+
+def baseline_table(methods: Dict[str, SuiteData],
+                   baselines: Sequence[Baseline], *, reps: int,
+                   seed: int) -> str:
+  """Markdown: each baseline beside every method at the baseline's steps."""
+  lines = ['| task | baseline | at steps | its return | method | ours | '
+           'ours - baseline |', '|---|---|---:|---:|---|---:|---:|']
+  for b in baselines:
+    for name, data in methods.items():
+      runs = data.get(b.task)
+      if not runs:
+        continue
+      scores = list(scores_at(runs, b.actor_steps).values())
+      if scores:
+        ours = mean_ci(scores, reps=reps, seed=seed)
+        cells = [_cell(ours), f'{ours.value - b.value:+.1f}']
+      else:
+        reached = max(max(c['actor_steps']) for c in runs.values())
+        cells = [f'not reached (max {reached:,.0f} steps)', '-']
+      lines.append(f'| {b.task} | {b.algorithm} | {b.actor_steps:,} | '
+                   f'{b.value:.1f} | {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def method_names(suite_dirs: Sequence[str]) -> List[str]:
+  """Folder names; the full paths where two suites share a folder name."""
+  names = [os.path.basename(os.path.normpath(d)) for d in suite_dirs]
+  return [os.path.normpath(d) if names.count(n) > 1 else n
+          for n, d in zip(names, suite_dirs)]
+
+
+def default_steps(methods: Dict[str, SuiteData]) -> List[int]:
+  """Up to 5 distinct evaluation steps spread over the longest run."""
+  evals = distinct_steps(s for data in methods.values()
+                         for runs in data.values() for c in runs.values()
+                         for s in c['actor_steps'])
+  if not evals:
+    raise ReportError('no evaluation after step 0 in any run yet')
+  picks = np.linspace(0, len(evals) - 1, min(5, len(evals))).round()
+  return sorted({evals[int(i)] for i in picks})
+
+
+def write_report(suite_dirs: Sequence[str], out_dir: str, *,
+                 steps: Optional[Sequence[int]] = None,
+                 baselines_path: Optional[str] = None, reps: int = 2000,
+                 seed: int = 0) -> Tuple[str, List[str]]:
+  """Writes report.md, curves.png and profile.png.
+
+  Returns report.md's text and the paths written. No profile.png without a
+  step that every task of every method reached.
+  """
+  from wpo_agent import report_plots  # pylint: disable=g-import-not-at-top
+  methods = {name: load_suite(d)
+             for name, d in zip(method_names(suite_dirs), suite_dirs)}
+  tasks = sorted({t for data in methods.values() for t in data})
+  steps = sorted(steps or default_steps(methods)) + [FINAL]
+  baselines = [b for b in (read_baselines(baselines_path)
+                           if baselines_path else []) if b.task in tasks]
+  kw = dict(reps=reps, seed=seed)
+  parts = [
+      f'# Report: {", ".join(methods)}',
+      f'{len(tasks)} tasks. Return: mean over seeds of each run\'s evaluation '
+      'return (deterministic policy), with a 95% percentile-bootstrap CI over '
+      f'seeds ({reps} resamples, rliable).',
+      '## Return at fixed actor steps', task_table(methods, tasks, steps, **kw),
+      '## Across tasks: IQM of return / 1000',
+      'Stratified bootstrap over runs within tasks (rliable), 95% CI; '
+      '(runs x tasks) it rests on. Only seeds every task has at that step.',
+      iqm_table(methods, tasks, steps, **kw)]
+  if baselines:
+    parts += ['## Published baselines (docs/baselines.csv: sources there)',
+              baseline_table(methods, baselines, **kw)]
+  os.makedirs(out_dir, exist_ok=True)
+  written = [os.path.join(out_dir, 'report.md'),
+             os.path.join(out_dir, 'curves.png')]
+  report_plots.plot_curves(methods, tasks, baselines, written[1], **kw)
+  profile_step = _last_common_step(methods, tasks, steps)
+  profile_path = os.path.join(out_dir, 'profile.png')
+  if os.path.exists(profile_path):  # never leave an older run's profile
+    os.remove(profile_path)
+  if profile_step is not None:
+    report_plots.plot_profiles(
+        {name: score_matrix(data, tasks, profile_step)
+         for name, data in methods.items()}, profile_step, profile_path, **kw)
+    written.append(profile_path)
+    parts.append(f'Performance profile at {where(profile_step)}: '
+                 'profile.png. Curves: curves.png.')
+  text = '\n\n'.join(parts) + '\n'
+  with open(written[0], 'w') as f:
+    f.write(text)
+  return text, written
+
+
+def _last_common_step(methods, tasks, steps) -> Optional[Step]:
+  """The last table step with a score matrix for every method, else final."""
+  numeric = [s for s in steps if s != FINAL]
+  for step in list(reversed(numeric)) + [FINAL]:
+    if all(score_matrix(data, tasks, step) is not None
+           for data in methods.values()):
+      return step
+  return None
+
+
+def _parse_steps(text: str) -> List[int]:
+  try:
+    steps = [int(float(s)) for s in text.split(',') if s.strip()]
+  except ValueError:
+    steps = []
+  if not steps or min(steps) < 1:
+    raise ReportError(f'--steps {text!r}: expected comma-separated actor step '
+                      'counts >= 1, e.g. 10000,50000,100000')
+  return steps
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m wpo_agent.report',
+      description='Seed-aggregated tables and plots of one or more suites.')
+  parser.add_argument('suite_dirs', nargs='+', metavar='SUITE_DIR')
+  parser.add_argument('--out', help='output folder (default: SUITE_DIR/report '
+                      'for one suite, ./report for several)')
+  parser.add_argument('--steps', help='comma-separated actor steps for the '
+                      'tables (default: 5 evaluation steps up to the last)')
+  parser.add_argument('--baselines', help='CSV of published returns, e.g. '
+                      'docs/baselines.csv')
+  parser.add_argument('--reps', type=int, default=2000,
+                      help='bootstrap resamples')
+  parser.add_argument('--seed', type=int, default=0, help='bootstrap seed')
+  args = parser.parse_args(argv)
+  try:
+    if args.reps < 100:
+      raise ReportError(f'--reps={args.reps}: use at least 100 resamples')
+    steps = _parse_steps(args.steps) if args.steps else None
+    out = args.out or (os.path.join(args.suite_dirs[0], 'report')
+                       if len(args.suite_dirs) == 1 else 'report')
+    text, written = write_report(args.suite_dirs, out, steps=steps,
+                                 baselines_path=args.baselines,
+                                 reps=args.reps, seed=args.seed)
+    print(text)
+    print('wrote ' + ', '.join(written))
+  except (ReportError, plot.PlotError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

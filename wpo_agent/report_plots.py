@@ -1,0 +1,117 @@
+"""The report's figures: per-task curves with bootstrap bands, and profiles.
+
+Split from `report` so that its tables can be read without matplotlib; the
+statistics are still rliable's.
+"""
+
+import math
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from wpo_agent import report
+
+TAUS = np.linspace(0.0, 1.0, 101)  # thresholds on return / 1000
+
+
+def curve(runs: Dict[int, Dict[str, list]], *, reps: int, seed: int
+          ) -> Optional[Dict[str, np.ndarray]]:
+  """Mean over seeds and its 95% band at the steps every seed reached.
+
+  Returns {'steps' [T], 'mean' [T], 'low' [T], 'high' [T]}, or None when the
+  seeds share no evaluation step.
+  """
+  steps = report.distinct_steps(s for c in runs.values()
+                                for s in c['actor_steps'])
+  values = [[report.return_at(c, s) for s in steps] for c in runs.values()]
+  keep = [t for t in range(len(steps))
+          if all(v[t] is not None for v in values)]
+  if not keep:
+    return None
+  x = np.array([[v[t] for t in keep] for v in values])[:, None, :]  # [S, 1, T]
+  points, cis = report.estimates({'m': x}, lambda s: np.mean(s, axis=0)[0],
+                                 reps=reps, seed=seed)
+  return {'steps': np.array(steps)[keep], 'mean': points['m'],
+          'low': cis['m'][0], 'high': cis['m'][1]}
+
+
+def plot_curves(methods: Dict[str, report.SuiteData], tasks: Sequence[str],
+                baselines: Sequence[report.Baseline], path: str, *, reps: int,
+                seed: int) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  cols = min(3, len(tasks))
+  rows = math.ceil(len(tasks) / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows),
+                           dpi=100, squeeze=False)
+  colors = plt.get_cmap('tab10').colors
+  for ax, task in zip(axes.flat, tasks):
+    for i, (name, data) in enumerate(methods.items()):
+      runs = data.get(task)
+      c = curve(runs, reps=reps, seed=seed) if runs else None
+      if c is None:
+        continue
+      ax.plot(c['steps'], c['mean'], color=colors[i % 10],
+              marker='o' if len(c['steps']) < 30 else None, markersize=3,
+              label=f'{name} ({len(runs)} seed{"s" * (len(runs) > 1)})')
+      ax.fill_between(c['steps'], c['low'], c['high'], color=colors[i % 10],
+                      alpha=0.2, linewidth=0)
+    _mark_baselines(ax, [b for b in baselines if b.task == task])
+    ax.set_ylim(0, max(ax.get_ylim()[1], 10))  # returns are in [0, 1000]
+    ax.set_title(task)
+    ax.set_xlabel('actor steps')
+    ax.set_ylabel('eval return')
+    ax.grid(True, alpha=0.3)
+    ax.ticklabel_format(axis='x', style='sci', scilimits=(0, 4))
+    ax.legend(loc='best', fontsize='x-small')
+  for ax in list(axes.flat)[len(tasks):]:
+    ax.axis('off')
+  fig.suptitle('Mean over seeds, 95% bootstrap CI (rliable)')
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def _mark_baselines(ax, baselines: Sequence[report.Baseline]) -> None:
+  """A marker where a baseline's step is in view; else a labelled dashed line.
+
+  Published numbers are mostly at 1M+ steps, far right of short runs; drawing
+  them as points there would squash our curves into the left edge.
+  """
+  right = ax.get_xlim()[1] if ax.lines else 0.0
+  for b in baselines:
+    label = f'{b.algorithm} @ {b.actor_steps:,.0f}: {b.value:.0f}'
+    if b.actor_steps <= right * 1.05:
+      ax.plot([b.actor_steps], [b.value], marker='*', markersize=9,
+              linestyle='none', color='black', label=label)
+    else:
+      ax.axhline(b.value, color='grey', linestyle='--', linewidth=0.8)
+      ax.annotate(label, (0.01, b.value), xycoords=('axes fraction', 'data'),
+                  fontsize='xx-small', color='dimgrey', va='bottom')
+
+
+def plot_profiles(matrices: Dict[str, np.ndarray], step: report.Step,
+                  path: str, *,
+                  reps: int, seed: int) -> None:
+  """Score-distribution performance profiles at `step`, rliable's plot."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from rliable import plot_utils  # pylint: disable=g-import-not-at-top
+
+  profiles, cis = {}, {}
+  for name, matrix in matrices.items():
+    profiles[name], cis[name] = report.performance_profile(
+        matrix, TAUS, reps=reps, seed=seed)
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+  plot_utils.plot_performance_profiles(
+      profiles, TAUS, performance_profile_cis=cis, ax=ax,
+      xlabel=r'return / 1000 ($\tau$)', legend=True, labelsize='medium',
+      ticklabelsize='medium', legendsize='medium')
+  ax.set_title(f'Performance profile at {report.where(step)}\n'
+               '(95% stratified-bootstrap CI)', fontsize='medium')
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
