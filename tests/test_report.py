@@ -1,4 +1,4 @@
-"""wpo_agent.report: our use of rliable against hand-computed values, and the CLI."""
+"""wpo_agent.report and .stats: our use of rliable against hand-computed values, and the CLI."""
 
 import csv
 import os
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from wpo_agent import report
+from wpo_agent import stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ['actor_steps', 'learner_steps', 'eval_return_mean',
@@ -52,9 +53,9 @@ def test_distinct_steps_merges_one_schedule_seen_by_several_evaluators():
 def test_mean_ci_is_the_percentile_bootstrap_of_the_mean():
   # Resampling (0, 1000) gives means 0, 500, 1000 with probabilities 1/4, 1/2,
   # 1/4, so the 2.5% and 97.5% percentiles are 0 and 1000.
-  e = report.mean_ci([0.0, 1000.0], reps=REPS, seed=0)
+  e = stats.mean_ci([0.0, 1000.0], reps=REPS, seed=0)
   assert (e.value, e.low, e.high, e.n) == (500.0, 0.0, 1000.0, 2)
-  assert report.mean_ci([321.0], reps=REPS, seed=0) == (321.0, 321.0, 321.0,
+  assert stats.mean_ci([321.0], reps=REPS, seed=0) == (321.0, 321.0, 321.0,
                                                          1)
 
 
@@ -62,20 +63,20 @@ def test_iqm_point_estimate_and_stratified_ci_by_hand():
   # 8 scores .1 .2 .3 .4 .5 .6 .7 .9: the IQM drops 2 at each end -> mean of
   # .3 .4 .5 .6 = 0.45.
   m = np.array([[.1, .5], [.2, .6], [.3, .7], [.4, .9]])
-  e = report.iqm_ci(m, reps=REPS, seed=0)
+  e = stats.iqm_ci(m, reps=REPS, seed=0)
   assert e.value == pytest.approx(0.45) and e.n == 8
   assert .1 <= e.low < 0.45 < e.high <= .9
   # Runs agree within each task: resampling runs within tasks (stratified)
   # cannot change anything, so the CI collapses onto the IQM (0.5). Resampling
   # all 8 scores together would not.
   flat = np.array([[.2, .8]] * 4)
-  e = report.iqm_ci(flat, reps=REPS, seed=0)
+  e = stats.iqm_ci(flat, reps=REPS, seed=0)
   assert (e.value, e.low, e.high) == pytest.approx((0.5, 0.5, 0.5))
 
 
 def test_performance_profile_counts_scores_above_tau():
   m = np.array([[.2, .6], [.9, .4]])
-  profile, ci = report.performance_profile(m, np.array([0., .5, 1.]),
+  profile, ci = stats.performance_profile(m, np.array([0., .5, 1.]),
                                            reps=REPS, seed=0)
   np.testing.assert_allclose(profile, [1.0, 0.5, 0.0])
   assert ci.shape == (2, 3)

@@ -30,12 +30,14 @@ import csv
 import os
 import re
 import sys
-import warnings
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (Dict, List, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 
 from wpo_agent import plot
+from wpo_agent import stats
+from wpo_agent.stats import Estimate
 
 MAX_RETURN = 1000.0  # every Control Suite task's return lies in [0, 1000]
 BASELINE_COLUMNS = ('algorithm', 'domain', 'task', 'actor_steps', 'return',
@@ -51,13 +53,6 @@ SuiteData = Dict[str, Dict[int, Dict[str, List[float]]]]
 
 class ReportError(Exception):
   """Unusable input: printed as one line by the CLI (exit code 2)."""
-
-
-class Estimate(NamedTuple):
-  value: float  # point estimate
-  low: float    # 95% CI
-  high: float
-  n: int        # runs it rests on
 
 
 class Baseline(NamedTuple):
@@ -110,53 +105,6 @@ def scores_at(runs: Dict[int, Dict[str, List[float]]], step: Step
     if value is not None:
       out[seed] = value
   return out
-
-
-def estimates(score_dict, func, *, reps: int, seed: int):
-  """rliable's interval estimates, seeded."""
-  from rliable import library as rly  # pylint: disable=g-import-not-at-top
-  with warnings.catch_warnings():
-    # rliable 1.2.0 hands arch its RandomState as `random_state`, which arch 7
-    # still honours but flags as deprecated; the resamples are the same.
-    warnings.filterwarnings('ignore', 'random_state is deprecated',
-                            FutureWarning)
-    return rly.get_interval_estimates(score_dict, func, reps=reps,
-                                      random_state=_rng(seed))
-
-
-def _rng(seed: int) -> np.random.RandomState:
-  return np.random.RandomState(seed)
-
-
-def mean_ci(scores: Sequence[float], *, reps: int, seed: int) -> Estimate:
-  """Mean over runs with rliable's percentile-bootstrap 95% CI."""
-  x = np.asarray(scores, np.float64)[:, None]  # [runs, 1 task]
-  points, cis = estimates({'m': x}, lambda s: np.array([np.mean(s)]),
-                           reps=reps, seed=seed)
-  return Estimate(float(points['m'][0]), float(cis['m'][0, 0]),
-                  float(cis['m'][1, 0]), len(scores))
-
-
-def iqm_ci(matrix: np.ndarray, *, reps: int, seed: int) -> Estimate:
-  """IQM of a [runs, tasks] score matrix with stratified-bootstrap 95% CIs."""
-  from rliable import metrics  # pylint: disable=g-import-not-at-top
-  points, cis = estimates(
-      {'m': matrix}, lambda s: np.array([metrics.aggregate_iqm(s)]),
-      reps=reps, seed=seed)
-  return Estimate(float(points['m'][0]), float(cis['m'][0, 0]),
-                  float(cis['m'][1, 0]), matrix.size)
-
-
-def performance_profile(matrix: np.ndarray, taus: np.ndarray, *, reps: int,
-                        seed: int) -> Tuple[np.ndarray, np.ndarray]:
-  """(fraction of runs with score > tau [T], its 95% CI [2, T])."""
-  from rliable import library as rly  # pylint: disable=g-import-not-at-top
-  # rliable's create_performance_profile takes no random_state; this is its
-  # score-distribution profile through the seeded interval estimate.
-  points, cis = estimates(
-      {'m': matrix}, lambda s: rly.score_distributions(s, taus), reps=reps,
-      seed=seed)
-  return points['m'], cis['m']
 
 
 def distinct_steps(steps) -> List[int]:
@@ -237,7 +185,7 @@ def task_table(methods: Dict[str, SuiteData], tasks: Sequence[str],
       cells = []
       for step in steps:
         scores = list(scores_at(runs, step).values())
-        cells.append(_cell(mean_ci(scores, reps=reps, seed=seed)
+        cells.append(_cell(stats.mean_ci(scores, reps=reps, seed=seed)
                            if scores else None))
       lines.append(f'| {task} | {name} | {len(runs)} | ' + ' | '.join(cells)
                    + ' |')
@@ -254,7 +202,7 @@ def iqm_table(methods: Dict[str, SuiteData], tasks: Sequence[str],
     for step in steps:
       m = score_matrix(data, tasks, step)
       cells.append('-' if m is None else
-                   f'{_iqm_cell(iqm_ci(m, reps=reps, seed=seed), m)}')
+                   f'{_iqm_cell(stats.iqm_ci(m, reps=reps, seed=seed), m)}')
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -277,7 +225,7 @@ def baseline_table(methods: Dict[str, SuiteData],
         continue
       scores = list(scores_at(runs, b.actor_steps).values())
       if scores:
-        ours = mean_ci(scores, reps=reps, seed=seed)
+        ours = stats.mean_ci(scores, reps=reps, seed=seed)
         cells = [_cell(ours), f'{ours.value - b.value:+.1f}']
       else:
         reached = max(max(c['actor_steps']) for c in runs.values())

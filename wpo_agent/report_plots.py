@@ -10,6 +10,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from wpo_agent import report
+from wpo_agent import stats
 
 TAUS = np.linspace(0.0, 1.0, 101)  # thresholds on return / 1000
 
@@ -29,7 +30,7 @@ def curve(runs: Dict[int, Dict[str, list]], *, reps: int, seed: int
   if not keep:
     return None
   x = np.array([[v[t] for t in keep] for v in values])[:, None, :]  # [S, 1, T]
-  points, cis = report.estimates({'m': x}, lambda s: np.mean(s, axis=0)[0],
+  points, cis = stats.estimates({'m': x}, lambda s: np.mean(s, axis=0)[0],
                                  reps=reps, seed=seed)
   return {'steps': np.array(steps)[keep], 'mean': points['m'],
           'low': cis['m'][0], 'high': cis['m'][1]}
@@ -103,7 +104,7 @@ def plot_profiles(matrices: Dict[str, np.ndarray], step: report.Step,
 
   profiles, cis = {}, {}
   for name, matrix in matrices.items():
-    profiles[name], cis[name] = report.performance_profile(
+    profiles[name], cis[name] = stats.performance_profile(
         matrix, TAUS, reps=reps, seed=seed)
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
   plot_utils.plot_performance_profiles(
