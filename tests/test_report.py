@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from wpo_agent import report
+from wpo_agent import report_plots
 from wpo_agent import stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,12 +135,30 @@ def cli(*args, cwd):
                         env=dict(os.environ, PYTHONPATH=REPO))
 
 
+def write_mixture_train_csv(run_dir):
+  with open(os.path.join(str(run_dir), 'train.csv'), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['actor_steps', 'mix_weight_0', 'mix_weight_1',
+                     'mix_scale_0', 'mix_scale_1', 'mix_effective_k',
+                     'mix_loc_spread'])
+    for step in range(100, 20000, 100):
+      writer.writerow([step, 0.3, 0.7, 0.5, 0.4, 1.8, 0.2])
+
+
+def test_smooth_is_a_trailing_moving_average():
+  np.testing.assert_allclose(
+      report_plots._smooth(np.array([1., 2., 3., 4.]), window=2),
+      [1.0, 1.5, 2.5, 3.5])
+
+
 def test_cli_compares_two_suites_and_writes_the_report(tmp_path):
   for name, offset in (('gaussian', 0), ('mixture', 100)):
     for seed in (0, 1):
       for task in ('cartpole-swingup', 'walker-walk'):
         write_run(tmp_path / name, task, seed,
                   [(10000, 100 * seed + offset), (20000, 1000 * seed)])
+        if name == 'mixture':
+          write_mixture_train_csv(tmp_path / name / task / f'seed{seed}')
   proc = cli(str(tmp_path / 'gaussian'), str(tmp_path / 'mixture'),
              '--out', str(tmp_path / 'out'), '--reps', str(REPS), cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr
@@ -152,8 +171,15 @@ def test_cli_compares_two_suites_and_writes_the_report(tmp_path):
   assert '| walker-walk | mixture | 2 | 150.0 [100.0, 200.0] |' in text
   # IQM of (0.1, 0.1, 0.2, 0.2) -> 0.15; runs differ, so the CI is wide.
   assert '| mixture | 0.150 [' in text
-  for name in ('curves.png', 'profile.png'):
+  for name in ('curves.png', 'profile.png', 'components.png'):
     assert os.path.getsize(tmp_path / 'out' / name) > 10000
+  assert 'components.png' in text
+  # Gaussian runs (no mix_ columns) get no components figure.
+  proc = cli(str(tmp_path / 'gaussian'), '--reps', str(REPS), cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  assert not os.path.exists(tmp_path / 'gaussian' / 'report' /
+                            'components.png')
+  assert os.path.exists(tmp_path / 'gaussian' / 'report' / 'profile.png')
 
 
 @pytest.mark.parametrize('args, fragment', [

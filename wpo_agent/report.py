@@ -218,7 +218,7 @@ def baseline_table(methods: Dict[str, SuiteData],
   """Markdown: each baseline beside every method at the baseline's steps."""
   lines = ['| task | baseline | at steps | its return | method | ours | '
            'ours - baseline |', '|---|---|---:|---:|---|---:|---:|']
-  for b in baselines:
+  for b in sorted(baselines, key=lambda b: (b.task, b.actor_steps)):
     for name, data in methods.items():
       runs = data.get(b.task)
       if not runs:
@@ -289,8 +289,16 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
   report_plots.plot_curves(methods, tasks, baselines, written[1], **kw)
   profile_step = _last_common_step(methods, tasks, steps)
   profile_path = os.path.join(out_dir, 'profile.png')
-  if os.path.exists(profile_path):  # never leave an older run's profile
-    os.remove(profile_path)
+  components_path = os.path.join(out_dir, 'components.png')
+  for stale in (profile_path, components_path):  # never an older run's figure
+    if os.path.exists(stale):
+      os.remove(stale)
+  mixtures = _mixture_runs(methods, suite_dirs)
+  if mixtures:
+    report_plots.plot_components(mixtures, components_path)
+    written.append(components_path)
+    parts.append('Mixture policies: their components over training in '
+                 'components.png.')
   if profile_step is not None:
     report_plots.plot_profiles(
         {name: score_matrix(data, tasks, profile_step)
@@ -302,6 +310,20 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
   with open(written[0], 'w') as f:
     f.write(text)
   return text, written
+
+
+def _mixture_runs(methods, suite_dirs):
+  """{'<method> <task>': [train.csv columns per seed]} of mixture runs."""
+  from wpo_agent import report_plots  # pylint: disable=g-import-not-at-top
+  out = {}
+  for (name, data), suite_dir in zip(methods.items(), suite_dirs):
+    for task, runs in sorted(data.items()):
+      found = [report_plots.read_train_csv(
+          os.path.join(suite_dir, task, f'seed{seed}')) for seed in sorted(runs)]
+      found = [t for t in found if t is not None]
+      if found:
+        out[f'{name} {task}'] = found
+  return out
 
 
 def _last_common_step(methods, tasks, steps) -> Optional[Step]:

@@ -4,8 +4,10 @@ Split from `report` so that its tables can be read without matplotlib; the
 statistics are still rliable's.
 """
 
+import csv
 import math
-from typing import Dict, Optional, Sequence
+import os
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -91,6 +93,76 @@ def _mark_baselines(ax, baselines: Sequence[report.Baseline]) -> None:
       ax.axhline(b.value, color='grey', linestyle='--', linewidth=0.8)
       ax.annotate(label, (0.01, b.value), xycoords=('axes fraction', 'data'),
                   fontsize='xx-small', color='dimgrey', va='bottom')
+
+
+def read_train_csv(run_dir: str) -> Optional[Dict[str, np.ndarray]]:
+  """A run's train.csv as float columns; None without the mixture's columns."""
+  try:
+    with open(os.path.join(run_dir, 'train.csv'), newline='') as f:
+      rows = list(csv.DictReader(f))
+  except OSError:
+    return None
+  if not rows or 'mix_weight_0' not in rows[0]:
+    return None
+
+  def number(text):
+    try:
+      return float(text)
+    except (TypeError, ValueError):
+      return math.nan
+
+  return {k: np.array([number(r.get(k)) for r in rows]) for k in rows[0]}
+
+
+def _smooth(y: np.ndarray, window: int = 25) -> np.ndarray:
+  """Trailing moving average: logged per learner call, the raw lines are noise."""
+  if len(y) < window:
+    return y
+  c = np.cumsum(np.insert(np.nan_to_num(y), 0, 0.0))
+  head = c[1:window] / np.arange(1, window)
+  return np.concatenate([head, (c[window:] - c[:-window]) / window])
+
+
+def plot_components(runs: Dict[str, List[Dict[str, np.ndarray]]], path: str
+                    ) -> None:
+  """Per task (row): component weights, component spreads, effective K and
+  the spread of the component means over training; one line per component and
+  seed (components keep their index through training)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.4 * len(runs)),
+                           dpi=100, squeeze=False)
+  colors = plt.get_cmap('tab10').colors
+  for row, (label, seeds) in zip(axes, runs.items()):
+    for s, t in enumerate(seeds):
+      x = t['actor_steps']
+      style = dict(linewidth=1, linestyle=('-', '--', ':', '-.')[s % 4])
+      k = 0
+      while f'mix_weight_{k}' in t:
+        for ax, name in zip(row[:2], ('mix_weight', 'mix_scale')):
+          ax.plot(x, _smooth(t[f'{name}_{k}']), color=colors[k % 10],
+                  label=f'component {k}' if s == 0 else None, **style)
+        k += 1
+      row[2].plot(x, _smooth(t['mix_effective_k']), color='black',
+                  label='effective K' if s == 0 else None, **style)
+      row[2].plot(x, _smooth(t['mix_loc_spread']), color='tab:red',
+                  label='std of component means' if s == 0 else None, **style)
+    titles = ('mean weight (over states)', 'mean scale (over states, dims)',
+              'effective K = exp(entropy of weights); mean spread')
+    for ax, title in zip(row, titles):
+      ax.set_title(f'{label}: {title}', fontsize='small')
+      ax.set_xlabel('actor steps')
+      ax.grid(True, alpha=0.3)
+      ax.ticklabel_format(axis='x', style='sci', scilimits=(0, 4))
+    row[0].legend(fontsize='x-small')
+    row[2].legend(fontsize='x-small')
+  fig.suptitle('Mixture policy components (train.csv, moving average of 25 '
+               'logs; line style = seed)')
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
 
 
 def plot_profiles(matrices: Dict[str, np.ndarray], step: report.Step,
