@@ -26,6 +26,7 @@ sys.path.insert(0, REPO)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 
 from wpo_agent import cli  # pylint: disable=g-import-not-at-top
 from wpo_agent import config as config_lib
@@ -109,6 +110,8 @@ def main(argv):
 def write_report(root: str) -> None:
   """The suite's report; a suite without evaluations yet gets a line why."""
   from wpo_agent import report  # pylint: disable=g-import-not-at-top
+  # rliable logs a line per estimate at INFO, which app.run shows.
+  logging.set_verbosity(logging.WARNING)
   baselines = os.path.join(REPO, 'docs', 'baselines.csv')
   try:
     _, written = report.write_report(

@@ -278,7 +278,9 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
       '## Return at fixed actor steps', task_table(methods, tasks, steps, **kw),
       '## Across tasks: IQM of return / 1000',
       'Stratified bootstrap over runs within tasks (rliable), 95% CI; '
-      '(runs x tasks) it rests on. Only seeds every task has at that step.',
+      '(runs x tasks) it rests on. Only seeds every task has at that step; '
+      'with one seed per task there is nothing to resample and the CI is the '
+      'point.',
       iqm_table(methods, tasks, steps, **kw)]
   if baselines:
     parts += ['## Published baselines (docs/baselines.csv: sources there)',
