@@ -173,14 +173,15 @@ def plot_runs(run_dirs: Sequence[str], out: str,
   return out
 
 
-def _parse_steps(text: str) -> List[int]:
+def parse_steps(text: str, flag: str = '--table') -> List[int]:
+  """'10000,5e4' -> [10000, 50000]; PlotError naming `flag` otherwise."""
   try:
     steps = [int(float(s)) for s in text.split(',') if s.strip()]
   except ValueError:
-    raise PlotError(f'--table {text!r}: expected comma-separated actor step '
-                    'counts, e.g. 10000,50000,100000') from None
-  if not steps:
-    raise PlotError('--table: no step counts given')
+    steps = []
+  if not steps or min(steps) < 1:
+    raise PlotError(f'{flag} {text!r}: expected comma-separated actor step '
+                    'counts >= 1, e.g. 10000,50000,100000')
   return steps
 
 
@@ -201,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out is None and args.table is None:
       raise PlotError('nothing to do: give --out FILE.png and/or --table STEPS')
     if args.table is not None:
-      table = summary_table(args.run_dirs, _parse_steps(args.table),
+      table = summary_table(args.run_dirs, parse_steps(args.table),
                             args.metric, args.x)
       print(format_markdown_table(table, args.x))
     if args.out is not None:

@@ -338,17 +338,6 @@ def _last_common_step(methods, tasks, steps) -> Optional[Step]:
   return None
 
 
-def _parse_steps(text: str) -> List[int]:
-  try:
-    steps = [int(float(s)) for s in text.split(',') if s.strip()]
-  except ValueError:
-    steps = []
-  if not steps or min(steps) < 1:
-    raise ReportError(f'--steps {text!r}: expected comma-separated actor step '
-                      'counts >= 1, e.g. 10000,50000,100000')
-  return steps
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m wpo_agent.report',
@@ -367,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     if args.reps < 100:
       raise ReportError(f'--reps={args.reps}: use at least 100 resamples')
-    steps = _parse_steps(args.steps) if args.steps else None
+    steps = plot.parse_steps(args.steps, '--steps') if args.steps else None
     out = args.out or (os.path.join(args.suite_dirs[0], 'report')
                        if len(args.suite_dirs) == 1 else 'report')
     text, written = write_report(args.suite_dirs, out, steps=steps,
