@@ -188,9 +188,13 @@ def test_cli_compares_two_suites_and_writes_the_report(tmp_path):
     (['suite', '--steps', '10k'], "--steps '10k': expected comma-separated"),
     (['suite', '--reps', '10'], '--reps=10: use at least 100'),
     (['suite', '--baselines', 'none.csv'], '--baselines none.csv: No such'),
+    (['odd'], "eval.csv: no column 'eval_return_mean'"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, fragment):
   os.makedirs(tmp_path / 'empty')
+  os.makedirs(tmp_path / 'odd' / 'cartpole-swingup' / 'seed0')
+  (tmp_path / 'odd' / 'cartpole-swingup' / 'seed0' / 'eval.csv').write_text(
+      'actor_steps,return\n1000,5\n')
   write_run(tmp_path / 'suite', 'cartpole-swingup', 0, [(1000, 5)])
   proc = cli(*args, cwd=tmp_path)
   assert proc.returncode == 2

@@ -78,7 +78,7 @@ def _unique_labels(run_dirs: Sequence[str]) -> List[str]:
           for label, d in zip(labels, run_dirs)]
 
 
-def _column(columns: Dict[str, List[float]], name: str, run_dir: str):
+def check_column(columns: Dict[str, List[float]], name: str, run_dir: str):
   if name not in columns:
     raise PlotError(f'{run_dir}/{EVAL_FILE}: no column {name!r}; columns: '
                     f'{", ".join(columns)}')
@@ -112,8 +112,8 @@ def summary_table(run_dirs: Sequence[str], at_steps: Sequence[int],
   table = {}
   for run_dir, label in zip(run_dirs, _unique_labels(run_dirs)):
     columns = read_eval_csv(run_dir)
-    _column(columns, metric, run_dir)
-    _column(columns, x, run_dir)
+    check_column(columns, metric, run_dir)
+    check_column(columns, x, run_dir)
     table[label] = {int(s): value_at(columns, s, metric, x) for s in at_steps}
   return table
 
@@ -135,8 +135,8 @@ def plot_runs(run_dirs: Sequence[str], out: str,
   """Writes the curves of `run_dirs` to the image `out`; returns `out`."""
   data = [read_eval_csv(d) for d in run_dirs]  # validate before plotting
   for d, columns in zip(run_dirs, data):
-    _column(columns, metric, d)
-    _column(columns, x, d)
+    check_column(columns, metric, d)
+    check_column(columns, x, d)
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

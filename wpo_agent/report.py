@@ -76,8 +76,10 @@ def load_suite(suite_dir: str) -> SuiteData:
       match = _SEED_DIR.match(seed_dir)
       run_dir = os.path.join(task_dir, seed_dir)
       if match and os.path.isfile(os.path.join(run_dir, plot.EVAL_FILE)):
-        data.setdefault(task, {})[int(match.group(1))] = (
-            plot.read_eval_csv(run_dir))
+        columns = plot.read_eval_csv(run_dir)
+        for name in ('actor_steps', 'eval_return_mean'):
+          plot.check_column(columns, name, run_dir)
+        data.setdefault(task, {})[int(match.group(1))] = columns
   if not data:
     raise ReportError(f'{suite_dir}: no <domain>-<task>/seed<N>/eval.csv in it '
                       '(is it a suite folder written by launch/run_suite.py?)')
