@@ -1,4 +1,4 @@
-"""wpo_agent.report and .stats: our use of rliable against hand-computed values, and the CLI."""
+"""wpo_agent.report and .stats: rliable against hand-computed values; the CLI."""
 
 import csv
 import os

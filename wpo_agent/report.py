@@ -1,4 +1,4 @@
-r"""Seed-aggregated results of suites, the way Agarwal et al. (2021) report them.
+r"""Seed-aggregated results of suites, as Agarwal et al. (2021) report them.
 
   python -m wpo_agent.report SUITE_DIR [SUITE_DIR ...] [--out DIR] \
       [--steps 10000,50000,100000] [--baselines docs/baselines.csv] \
@@ -323,7 +323,8 @@ def _mixture_runs(methods, suite_dirs):
   for (name, data), suite_dir in zip(methods.items(), suite_dirs):
     for task, runs in sorted(data.items()):
       found = [report_plots.read_train_csv(
-          os.path.join(suite_dir, task, f'seed{seed}')) for seed in sorted(runs)]
+          os.path.join(suite_dir, task, f'seed{seed}'))
+               for seed in sorted(runs)]
       found = [t for t in found if t is not None]
       if found:
         out[f'{name} {task}'] = found

@@ -115,7 +115,7 @@ def read_train_csv(run_dir: str) -> Optional[Dict[str, np.ndarray]]:
 
 
 def _smooth(y: np.ndarray, window: int = 25) -> np.ndarray:
-  """Trailing moving average: logged per learner call, the raw lines are noise."""
+  """Trailing moving average (train.csv logs every learner call: noisy)."""
   if len(y) < window:
     return y
   c = np.cumsum(np.insert(np.nan_to_num(y), 0, 0.0))
