@@ -27,6 +27,7 @@ from absl import logging
 from wpo_agent import cli
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
+from wpo_agent import lifetime
 from wpo_agent.distributed import hosts
 # acme imports gym, which prints a 4-line deprecation notice to stderr; keep
 # stderr for our own messages (a bad flag must read as one `error:` line).
@@ -130,7 +131,7 @@ def main(argv):
       summary = single_process.train(run, config)
     else:
       summary = run_distributed(run, config)
-  except runs.WorkdirMismatchError as e:
+  except (runs.WorkdirMismatchError, lifetime.WorkdirInUseError) as e:
     raise UsageError(str(e)) from None
   print_summary(summary)
 

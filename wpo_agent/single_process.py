@@ -20,6 +20,7 @@ import reverb
 from wpo_agent import builder as builder_lib
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
+from wpo_agent import lifetime
 from wpo_agent import logs
 from wpo_agent import replay as replay_lib
 from wpo_agent import runs
@@ -27,10 +28,22 @@ from wpo_agent import stopping
 
 
 def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
-  """Trains until `max_actor_steps` or a stop signal; returns a summary dict."""
+  """Trains until `max_actor_steps` or a stop signal; returns a summary dict.
+
+  Raises lifetime.WorkdirInUseError, before anything is written, while
+  processes of another run hold the workdir.
+  """
   run = dataclasses.replace(run, single_process=True)
   builder = builder_lib.Builder(config, run)
   runs.check_replay_fits(config, builder.environment_spec, in_process=True)
+  lifetime.claim_workdir(run.workdir)
+  try:
+    return _train(run, config, builder)
+  finally:
+    lifetime.release_workdir(run.workdir)
+
+
+def _train(run, config, builder) -> Dict[str, Any]:
   runs.write_run_config(run.workdir, run, config)
   say = (lambda *a: None) if run.quiet else (lambda *a: print(*a, flush=True))
   replay = _Replay(builder)

@@ -65,7 +65,11 @@ def decide(rows: np.ndarray, *, max_actor_steps: int) -> Decision:
 
 
 def stop_code(reason: Optional[str]) -> int:
-  """A host's code from its control STOP reason (None: not stopping)."""
+  """A host's code from its control STOP reason (None: not stopping).
+
+  Every failure's reason says "... failed": a node's, the program's and the
+  launcher's (supervisor.py, nodes.py).
+  """
   if reason is None:
     return RUNNING
   if reason.startswith('reached max_actor_steps'):

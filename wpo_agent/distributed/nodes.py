@@ -6,9 +6,13 @@ reverb.Client for replay, courier clients for the learner (get_variables) and
 the counter (increment / get_counts). Every part comes from the same `Builder`
 the single-process runner uses. Every node reports its state through
 `control.Control` and polls its STOP file.
+
+Every process of the program holds the workdir while it lives, and stops the
+run when its parent dies (`watch_launcher`, `join_program`; lifetime.py).
 """
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -22,6 +26,7 @@ from wpo_agent import builder as builder_lib
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
+from wpo_agent import lifetime
 from wpo_agent import runs
 from wpo_agent.distributed import control as control_lib
 from wpo_agent.distributed import hosts
@@ -39,12 +44,52 @@ _PUSH_COUNTS_S = 0.25  # how often an actor adds its steps to the counter
 # Fault injection for the lifetime tests: WPO_FAULT_INJECT=actor_1@200 makes
 # actor 1 raise after 200 of its steps.
 _FAULT_ENV = 'WPO_FAULT_INJECT'
+# The program's pid, which its node processes inherit (`watch_launcher`).
+_PROGRAM_PID_ENV = 'WPO_PROGRAM_PID'
+# How long a process whose parent died waits for the learner's checkpoint
+# (the replay and the counter serve it) before it exits.
+_ORPHAN_SAVE_TIMEOUT_S = 90.0
+
+
+def watch_launcher(spec: Spec) -> None:
+  """In the program process: holds the workdir, and if the launcher (the
+  supervisor, `spec['launcher_pid']`) dies, stops the run with a checkpoint
+  and ends every node of this host."""
+  os.environ[_PROGRAM_PID_ENV] = str(os.getpid())  # before any node starts
+  lifetime.hold_workdir(spec['run']['workdir'])
+  lifetime.watch_parent(int(spec['launcher_pid']),
+                        functools.partial(_parent_lost, spec, 'launcher'))
+
+
+def join_program(spec: Spec) -> None:
+  """In a node process: holds the workdir, and if the program dies (and so
+  possibly the launcher: nobody would stop this node), stops the run with a
+  checkpoint and exits. Nodes that are threads of the program (local_mt)
+  share its watch."""
+  lifetime.hold_workdir(spec['run']['workdir'])
+  program = int(os.environ.get(_PROGRAM_PID_ENV, os.getpid()))
+  if program != os.getpid():
+    lifetime.watch_parent(program,
+                          functools.partial(_parent_lost, spec, 'program'))
+
+
+def _parent_lost(spec: Spec, parent: str, pid: int) -> None:
+  # "failed": with several hosts the others stop non-zero (hosts.stop_code).
+  control = control_lib.Control(spec['run']['workdir'])
+  control.request_stop(f'the {parent} (pid {pid}) failed: it died while the '
+                       'run was running')
+  control.wait_until_ended('learner', _ORPHAN_SAVE_TIMEOUT_S)
+  if parent == 'launcher':  # this is the program, its session's leader
+    sid = os.getsid(0)
+    lifetime.end_processes(lifetime.session_processes(sid), sid=sid)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 class _Node:
   """What every node derives from the spec."""
 
   def __init__(self, spec: Spec):
+    join_program(spec)
     self.spec = spec
     self.run = runs.RunOptions(**spec['run'])
     self.config = config_lib.WPOConfig(**spec['config'])
@@ -88,11 +133,12 @@ def make_replay_tables(spec: Spec):
   return [_Node(spec).builder.replay_table()]
 
 
-def make_counter(initial_counts: Dict[str, float]) -> counting.Counter:
+def make_counter(spec: Spec) -> counting.Counter:
   """Counter node, seeded with the counts of the checkpoint being resumed."""
+  join_program(spec)
   counter = counting.Counter()
-  if initial_counts:
-    counter.increment(**initial_counts)
+  if spec['initial_counts']:
+    counter.increment(**spec['initial_counts'])
   return counter
 
 
@@ -105,6 +151,7 @@ class LearnerNode:
   """
 
   def __init__(self, replay_client, counter, spec: Spec):
+    join_program(spec)  # before hosts.join, which may wait for the others
     run = runs.RunOptions(**spec['run'])
     if run.num_hosts > 1:  # before anything else in this process uses JAX
       hosts.join(coordinator_address=run.coordinator_address,

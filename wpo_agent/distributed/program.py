@@ -5,7 +5,8 @@
   evaluator (deterministic policy, eval.csv) ---/   step limiter (ends the run)
 
 Run as `python -m wpo_agent.distributed.program SPEC.json`: the supervisor
-(`supervisor.py`) starts this in its own session and owns its lifetime.
+(`supervisor.py`) starts this in its own session and owns its lifetime; if the
+supervisor dies, this process stops the run itself (`nodes.watch_launcher`).
 """
 
 import functools
@@ -42,7 +43,7 @@ def build_program(spec: nodes.Spec) -> lp.Program:
             if run.checkpoint_replay else None)))
   with program.group('counter'):
     counter = program.add_node(lp.CourierNode(
-        nodes.make_counter, spec['initial_counts']))
+        nodes.make_counter, spec))
   with program.group('learner'):
     learner = program.add_node(lp.CourierNode(
         nodes.LearnerNode, replay, counter, spec))
@@ -76,6 +77,7 @@ def launch(spec: nodes.Spec) -> None:
 def main(argv) -> None:
   with open(argv[1]) as f:
     spec = json.load(f)
+  nodes.watch_launcher(spec)
   launch(spec)
 
 

@@ -8,7 +8,12 @@ files (`control.py`) and:
     naming the node with the last lines of its error / log;
   - on SIGINT/SIGTERM or when the step limiter reports max_actor_steps, asks
     the nodes to stop, waits for the learner's checkpoint, then terminates
-    every process of the session (SIGTERM, then SIGKILL), so none is left.
+    every process of the session (SIGTERM, then SIGKILL), so none is left;
+  - if the program process dies, does the same and raises `ProgramFailed`
+    naming it.
+This process holds the workdir for the run (`lifetime.claim_workdir`). If it
+dies however it dies, the program notices and stops the run, and the nodes
+do the same if the program dies with it (`lifetime.watch_parent`).
 """
 
 import dataclasses
@@ -25,6 +30,7 @@ import psutil
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
 from wpo_agent import environments
+from wpo_agent import lifetime
 from wpo_agent import logs
 from wpo_agent import runs
 from wpo_agent import stopping
@@ -48,7 +54,7 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 class ProgramFailed(RuntimeError):
-  """A node crashed; `node` names it (None: the launcher itself failed).
+  """A node crashed; `node` names it (None: the program itself failed).
 
   str() is the one-line reason followed by `details` (the node's traceback or
   the last lines of its log).
@@ -68,36 +74,15 @@ def _tail(path: str, lines: int = 15) -> str:
     return ''
 
 
-def _session_processes(sid: int) -> List[psutil.Process]:
-  out = []
-  for proc in psutil.process_iter():
-    try:
-      if proc.pid != os.getpid() and os.getsid(proc.pid) == sid:
-        out.append(proc)
-    except (OSError, psutil.Error):
-      continue
-  return out
-
-
-def terminate_session(launcher: subprocess.Popen) -> None:
-  """SIGTERM then SIGKILL to every process of the launcher's session."""
-  procs = _session_processes(launcher.pid)
-  for proc in procs:
-    try:
-      proc.send_signal(signal.SIGTERM)
-    except psutil.Error:
-      pass
-  _, alive = psutil.wait_procs(procs, timeout=_KILL_GRACE_S)
-  for proc in alive + _session_processes(launcher.pid):
-    try:
-      proc.kill()
-    except psutil.Error:
-      pass
+def terminate_session(program: subprocess.Popen) -> None:
+  """SIGTERM then SIGKILL to every process of the program's session."""
+  lifetime.end_processes(lifetime.session_processes(program.pid),
+                         sid=program.pid)
   try:
-    launcher.wait(timeout=_KILL_GRACE_S)
+    program.wait(timeout=_KILL_GRACE_S)
   except subprocess.TimeoutExpired:
-    launcher.kill()
-    launcher.wait()
+    program.kill()
+    program.wait()
 
 
 def _expected_nodes(run: runs.RunOptions) -> List[str]:
@@ -146,7 +131,9 @@ def make_spec(run: runs.RunOptions, config: config_lib.WPOConfig,
               start_global_actor_steps=int(resume.get(
                   'global_actor_steps', resume.get('actor_steps', 0))),
               start_elapsed_s=float(resume.get('elapsed_s', 0.0)),
-              launch_time=time.time())
+              launch_time=time.time(),
+              # The program stops the run when this process dies (program.py).
+              launcher_pid=os.getpid())
 
 
 def _last_eval_return(workdir: str) -> Optional[float]:
@@ -154,9 +141,9 @@ def _last_eval_return(workdir: str) -> Optional[float]:
   return last[1] if last else None
 
 
-def _check_failures(control, statuses, expected, launcher, launcher_log,
+def _check_failures(control, statuses, expected, program, program_log,
                     stopping_since) -> None:
-  """Raises ProgramFailed for a failed node, a dead node, or a dead launcher."""
+  """Raises ProgramFailed for a failed node, a dead node, or a dead program."""
   workdir = os.path.dirname(control.root)
   for name, status in statuses.items():
     if status['state'] == control_lib.FAILED:
@@ -168,21 +155,26 @@ def _check_failures(control, statuses, expected, launcher, launcher_log,
         not psutil.pid_exists(status['pid'])):
       log_path = _node_log(workdir, name)
       raise ProgramFailed(
-          f'node {name} (pid {status["pid"]}) died without reporting an error '
-          '(killed or crashed)', node=name,
+          f'node {name} (pid {status["pid"]}) failed: it died without '
+          'reporting an error (killed or crashed)', node=name,
           details=f'--- last lines of {log_path} ---\n{_tail(log_path)}')
-  if launcher.poll() is not None and stopping_since is None:
+  if program.poll() is not None and stopping_since is None:
     missing = [n for n in expected if n not in statuses]
+    code = program.returncode
+    how = (f'was killed by {signal.Signals(-code).name}' if code < 0 else
+           f'exited with code {code}')
     raise ProgramFailed(
-        f'the Launchpad launcher exited (code {launcher.returncode}) before the '
-        f'run ended; nodes not started: {missing or "none"}', node=None,
-        details=f'--- last lines of {launcher_log} ---\n{_tail(launcher_log)}')
+        f'the program (pid {program.pid}, python -m '
+        f'wpo_agent.distributed.program) failed: it {how} before the run '
+        'ended' + (f'; nodes not started: {missing}' if missing else ''),
+        node=None, details='' if code < 0 else
+        f'--- last lines of {program_log} ---\n{_tail(program_log)}')
 
 
 def _launch(workdir: str, spec: Dict[str, Any], *, isolate: bool
             ) -> Tuple[subprocess.Popen, str, Optional[str]]:
   """Starts the program in its own session (and, if `isolate`, its own
-  network namespace: netns.py); returns (launcher, its log path, why the
+  network namespace: netns.py); returns (program, its log path, why the
   isolation asked for is not there or None)."""
   control = control_lib.Control(workdir)
   spec_path = os.path.join(control.root, 'spec.json')
@@ -193,16 +185,16 @@ def _launch(workdir: str, spec: Dict[str, Any], *, isolate: bool
   env = dict(os.environ, LAUNCHPAD_LOGGING_DIR=log_dir,
              PYTHONPATH=os.pathsep.join(
                  p for p in (_REPO_ROOT, os.environ.get('PYTHONPATH')) if p))
-  log_path = os.path.join(log_dir, 'launcher.log')
+  log_path = os.path.join(log_dir, 'program.log')
   command = [sys.executable, '-m', 'wpo_agent.distributed.program', spec_path]
   why_not = None
   if isolate:
     command, why_not = netns.isolated(command)
   with open(log_path, 'w') as log:
-    launcher = subprocess.Popen(
+    program = subprocess.Popen(
         command, env=env, stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True)
-  return launcher, log_path, why_not
+  return program, log_path, why_not
 
 
 class _Stopping:
@@ -224,8 +216,8 @@ class _Stopping:
             or now - self.since > _LEARNER_SAVE_TIMEOUT_S)
 
 
-def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
-           launcher_log, expected: List[str], say) -> None:
+def _watch(run: runs.RunOptions, batch_size: int, control, program,
+           program_log, expected: List[str], say) -> None:
   """Polls the program until it has stopped."""
   # Each host samples 1/H of every batch; the run's steps are the hosts' sum.
   progress = logs.Progress(run.max_actor_steps, batch_size // run.num_hosts)
@@ -237,7 +229,7 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
       time.sleep(_POLL_S)
       now = time.time()
       statuses = control.statuses()
-      _check_failures(control, statuses, expected, launcher, launcher_log,
+      _check_failures(control, statuses, expected, program, program_log,
                       stopping_state and stopping_state.since)
       if stop.requested and not control.stop_requested():
         control.request_stop('stop signal received by the supervisor')
@@ -251,7 +243,7 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
         continue
       missing = [n for n in expected if n not in statuses]
       if missing and now - start > _START_TIMEOUT_S:
-        raise ProgramFailed(f'nodes did not start within '
+        raise ProgramFailed(f'the program failed: nodes did not start within '
                             f'{_START_TIMEOUT_S:.0f} s: {missing}', node=None,
                             details='')
       if progress_due.due():
@@ -267,17 +259,29 @@ def _watch(run: runs.RunOptions, batch_size: int, control, launcher,
 
 def run(run_options: runs.RunOptions,
         config: config_lib.WPOConfig) -> Dict[str, Any]:
-  """Runs the distributed program to completion; returns the run summary."""
+  """Runs the distributed program to completion; returns the run summary.
+
+  Raises lifetime.WorkdirInUseError, before anything is written, while
+  processes of another run hold this host's workdir.
+  """
   base_workdir = os.path.abspath(run_options.workdir)
   run_options = dataclasses.replace(
       run_options, workdir=os.path.abspath(run_options.host_workdir),
       single_process=False)
-  workdir = run_options.workdir
   runs.check_hosts(run_options, config)
   runs.check_replay_fits(config, environments.environment_spec(
       environments.make_environment(run_options.domain, run_options.task,
                                     seed=0)), in_process=False,
                          num_hosts=run_options.num_hosts)
+  lifetime.claim_workdir(run_options.workdir)
+  try:
+    return _run_claimed(run_options, config, base_workdir)
+  finally:
+    lifetime.release_workdir(run_options.workdir)
+
+
+def _run_claimed(run_options, config, base_workdir) -> Dict[str, Any]:
+  workdir = run_options.workdir
   runs.write_run_config(workdir, run_options, config)
   control = control_lib.Control(workdir)
   control.reset()
@@ -289,7 +293,7 @@ def run(run_options: runs.RunOptions,
   expected = _expected_nodes(run_options)
   # Several hosts must reach each other: README "Security" for those.
   isolate = run_options.isolate_network and run_options.num_hosts == 1
-  launcher, launcher_log, why_not = _launch(workdir, spec, isolate=isolate)
+  program, program_log, why_not = _launch(workdir, spec, isolate=isolate)
   if isolate and why_not:
     print(f'warning: no network namespace for this run ({why_not}): its '
           'Reverb and courier ports listen on every interface, without '
@@ -301,20 +305,28 @@ def run(run_options: runs.RunOptions,
   say(f'Launching WPO on {run_options.domain}-{run_options.task}{host}: '
       f'{run_options.num_actors} actors, learner, '
       f'{"evaluator, " if "evaluator" in expected else ""}replay; node logs '
-      f'in {os.path.dirname(launcher_log)}')
+      f'in {os.path.dirname(program_log)}')
   try:
-    _watch(run_options, config.batch_size, control, launcher, launcher_log,
+    _watch(run_options, config.batch_size, control, program, program_log,
            expected, say)
   except ProgramFailed as e:
     control.request_stop(e.reason)  # kept if a node already wrote one
-    if run_options.num_hosts > 1:  # let the learner tell the other hosts
+    # Let the learner checkpoint (when the program died, its nodes live on)
+    # and, with several hosts, tell the other hosts.
+    if run_options.num_hosts > 1 or e.node is None:
       control.wait_until_ended('learner', _LEARNER_SAVE_TIMEOUT_S)
-      if run_options.host_id == 0 and 'lost contact' in e.reason:
-        raise _naming_other_hosts(e, base_workdir, run_options.num_hosts)
+    if (run_options.num_hosts > 1 and run_options.host_id == 0 and
+        ('lost contact' in e.reason or 'with the other hosts' in e.reason)):
+      raise _naming_other_hosts(e, base_workdir, run_options.num_hosts)
     raise
   finally:
-    if launcher.poll() is None or _session_processes(launcher.pid):
-      terminate_session(launcher)
+    if program.poll() is None or lifetime.session_processes(program.pid):
+      terminate_session(program)
+  return _summary(run_options, control, spec)
+
+
+def _summary(run_options, control, spec) -> Dict[str, Any]:
+  workdir = run_options.workdir
   learner_state = control.statuses().get('learner', {})
   counts = control.read_progress() or {}
   meta = checkpointing.open_checkpointer(
