@@ -1,9 +1,12 @@
 """The real Launchpad program, end to end (local multi-processing, 2 actors).
 
-Three launches, each a few hundred MB of processes on a 2-core machine:
+Launches of a few hundred MB of processes each on a 2-core machine:
   1. SIGINT mid-run: exit 0 within 30 s, a checkpoint, no process left;
   2. resume to the limit: counters continue, learner steps grow, eval rows;
-  3. an actor raises: non-zero exit within 30 s naming it, no process left.
+  3. an actor raises: non-zero exit within 30 s naming it, no process left;
+  4. kill -9 of the program, then of the launcher: nothing left within 60 s,
+     a checkpoint each time, a rerun meanwhile refused, and the same command
+     resumes.
 """
 
 import csv
@@ -176,4 +179,80 @@ def test_actor_failure_stops_everything(tmp_path):
   assert 'node actor_1 failed' in err
   assert 'injected fault' in err
   assert 'Traceback' not in err.split('node actor_1 failed')[0]
+  assert not _run_processes(workdir)
+
+
+def _learning(workdir, proc, learner_steps=0):
+  """Waits until the learner steps beyond `learner_steps` (a resumed run's
+  counter starts at the checkpoint's)."""
+  _wait_for(lambda: (
+      _progress(workdir).get('learner_steps', 0) > learner_steps or
+      proc.poll() is not None), 240, 'the learner to start stepping')
+  assert proc.poll() is None, proc.communicate()[1][-3000:]
+
+
+def _learner_saved(workdir, after_step):
+  """The learner reported its checkpoint, newer than `after_step`."""
+  from wpo_agent import checkpointing  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, 'control', 'nodes', 'learner.json')) as f:
+    assert json.load(f)['state'] == 'done'
+  meta = checkpointing.Checkpointer(workdir).latest_metadata()
+  assert meta['actor_steps'] > after_step
+  return meta
+
+
+def test_killed_program_or_launcher_leaves_nothing_and_resumes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  # kill -9 of the program: its launcher names it, after the learner saved.
+  proc = _launch(workdir, 1_000_000, backend='device')
+  try:
+    _learning(workdir, proc)
+    program, = [p for p in psutil.Process(proc.pid).children()
+                if 'wpo_agent.distributed.program' in p.cmdline()]
+    program.kill()
+    killed = time.time()
+    out, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert time.time() - killed < 60
+  assert proc.returncode == 1, err[-3000:]
+  assert (f'error: the program (pid {program.pid}, python -m '
+          'wpo_agent.distributed.program) failed: it was killed by SIGKILL'
+          in err)
+  assert not _run_processes(workdir)
+  first = _learner_saved(workdir, 0)
+
+  # The same command resumes; a second run on the workdir meanwhile is
+  # refused; kill -9 of the launcher stops the program and every node.
+  proc = _launch(workdir, 1_000_000, backend='device')
+  try:
+    _learning(workdir, proc, first['learner_steps'])
+    holders = {proc.pid} | {p.pid for p in _run_processes(workdir)}
+    second = _launch(workdir, 1_000_000, backend='device')
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 2
+    assert err.startswith(f'error: workdir {os.path.abspath(workdir)} is in '
+                          'use by another run (pids ')
+    assert len(err.strip().splitlines()) == 1
+    named = {int(w) for w in err.split('(kill ')[1].split(')')[0].split()}
+    assert named == holders
+    proc.kill()
+    proc.wait()
+    _wait_for(lambda: not _run_processes(workdir), 60,
+              'every process of the run to end after its launcher was killed')
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  with open(os.path.join(workdir, 'control', 'STOP')) as f:
+    assert f.read().startswith(f'the launcher (pid {proc.pid}) failed')
+  second = _learner_saved(workdir, first['actor_steps'])
+  assert second['learner_steps'] > first['learner_steps']  # it had resumed
+
+  limit = second['actor_steps'] + 1000
+  proc = _launch(workdir, limit, backend='device')
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert 'finished' in out
+  assert _progress(workdir)['learner_steps'] > second['learner_steps']
   assert not _run_processes(workdir)

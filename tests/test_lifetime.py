@@ -127,7 +127,6 @@ def test_watch_parent_calls_back_once_the_parent_is_killed(tmp_path):
 def test_one_watch_per_process():
   code = """
       import os
-import select
       from wpo_agent import lifetime
       first = lifetime.watch_parent(os.getppid(), print)
       print(first, lifetime.watch_parent(os.getppid(), print))"""

@@ -337,6 +337,49 @@ def test_killing_one_hosts_learner_stops_both(tmp_path):
   assert not _left_behind(workdir)
 
 
+def _host_processes(workdir, host, launcher):
+  """Host `host`'s launcher (if alive) and its program's processes."""
+  logs = os.path.join(os.path.abspath(workdir),
+                      *(['host_1'] if host == 1 else []), 'logs')
+  found = [launcher] if launcher.poll() is None else []
+  for proc in psutil.process_iter():
+    try:
+      if proc.environ().get('LAUNCHPAD_LOGGING_DIR') == logs:
+        found.append(proc)
+    except (psutil.Error, OSError):
+      continue
+  return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('lost', ['every process', 'the launcher'])
+def test_losing_host_1_stops_host_0_and_leaves_nothing(tmp_path, lost):
+  """A lost machine (kill -9 of all its processes), or only its launcher
+  killed: host 0 stops non-zero within 60 s naming host 1."""
+  workdir = str(tmp_path / 'run')
+  procs = _launch_hosts(workdir, 1_000_000, portpicker.pick_unused_port())
+
+  def kill_host_1():
+    victims = (_host_processes(workdir, 1, procs[1])
+               if lost == 'every process' else [procs[1]])
+    for proc in victims:
+      proc.kill()
+  killed, outs = _once_learning(workdir, procs, kill_host_1)
+  assert time.time() - killed < 60
+  assert procs[0].returncode == 1
+  assert procs[1].returncode == -signal.SIGKILL
+  err0 = outs[0][1]
+  if lost == 'every process':
+    assert "lost contact with another host's learner" in err0, err0[-3000:]
+  else:  # host 1's program stopped the hosts together, then its own nodes
+    assert 'stopped with the other hosts: host 1 failed' in err0, err0[-3000:]
+    assert f'host 1: the launcher (pid {procs[1].pid}) failed' in err0
+  deadline = time.time() + 60
+  while _left_behind(workdir):
+    assert time.time() < deadline, 'processes of a host were left behind'
+    time.sleep(0.5)
+
+
 def test_no_namespace_tools_gives_the_command_back_and_why(monkeypatch):
   from wpo_agent.distributed import netns  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(netns.shutil, 'which', lambda tool: None)
