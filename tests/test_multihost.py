@@ -79,6 +79,17 @@ def test_row_refuses_counts_beyond_int32():
     hosts.make_row(actor_steps=2**31, stop=0, save=False)
 
 
+def test_a_lost_peer_is_named_when_it_can_only_be_one():
+  error = RuntimeError('Gloo AllGather failed: Read error [10.0.0.3]:6018')
+  assert hosts.peer_lost_reason(error, host_id=0, num_hosts=2) == (
+      "lost contact with host 1's learner (Gloo AllGather failed: Read error "
+      '[10.0.0.3]:6018)')
+  assert hosts.peer_lost_reason(error, host_id=1, num_hosts=2).startswith(
+      "lost contact with host 0's learner")
+  assert hosts.peer_lost_reason(error, host_id=0, num_hosts=3).startswith(
+      "lost contact with another host's learner")
+
+
 def test_environment_defaults():
   env = dict(JAX_COORDINATOR_ADDRESS='10.0.0.2:8476', JAX_NUM_PROCESSES='4',
              JAX_PROCESS_ID='3')
@@ -331,7 +342,7 @@ def test_killing_one_hosts_learner_stops_both(tmp_path):
   assert time.time() - killed < 60
   assert [p.returncode != 0 for p in procs] == [True, True]
   assert 'node learner' in outs[1][1]  # host 1: its learner died
-  assert "lost contact with another host's learner" in outs[0][1]
+  assert "lost contact with host 1's learner" in outs[0][1]
   # Host 0 sees host 1's control files (a shared workdir) and names it.
   assert 'host 1: node learner' in outs[0][1]
   assert not _left_behind(workdir)
@@ -370,7 +381,7 @@ def test_losing_host_1_stops_host_0_and_leaves_nothing(tmp_path, lost):
   assert procs[1].returncode == -signal.SIGKILL
   err0 = outs[0][1]
   if lost == 'every process':
-    assert "lost contact with another host's learner" in err0, err0[-3000:]
+    assert "lost contact with host 1's learner" in err0, err0[-3000:]
   else:  # host 1's program stopped the hosts together, then its own nodes
     assert 'stopped with the other hosts: host 1 failed' in err0, err0[-3000:]
     assert f'host 1: the launcher (pid {procs[1].pid}) failed' in err0

@@ -102,10 +102,16 @@ def from_host0(tree: Any) -> Any:
   return multihost_utils.broadcast_one_to_all(tree)
 
 
-def peer_lost_reason(error: BaseException) -> str:
-  """A short reason for a collective that failed because a peer went away."""
+def peer_lost_reason(error: BaseException, *, host_id: int,
+                     num_hosts: int) -> str:
+  """A short reason for a collective that failed because a peer went away.
+
+  The collectives name only the peer's address; of two hosts the lost one
+  is the other.
+  """
   text = str(error).splitlines()[0] if str(error) else type(error).__name__
-  return f'lost contact with another host\'s learner ({text})'
+  peer = f'host {1 - host_id}' if num_hosts == 2 else 'another host'
+  return f'lost contact with {peer}\'s learner ({text})'
 
 
 def environment_defaults(environ: Optional[dict] = None

@@ -247,7 +247,8 @@ class LearnerNode:
           decision = self._lockstep()
           hosts.exchange(np.zeros(1, np.int32))  # every host has saved
         except Exception as e:  # a peer's learner went away mid-collective
-          raise RuntimeError(hosts.peer_lost_reason(e)) from e
+          raise RuntimeError(hosts.peer_lost_reason(
+              e, host_id=run.host_id, num_hosts=run.num_hosts)) from e
         if decision.stop == hosts.STEP_LIMIT:
           control.request_step_limit_stop(run.max_actor_steps)
           control.wait_until_ended('evaluator', _FINAL_EVAL_WAIT_S)
