@@ -122,6 +122,7 @@ def main(argv):
   if len(argv) > 1:
     raise UsageError(f'unexpected arguments {argv[1:]}; flags look like '
                      '--domain=cartpole')
+  lifetime.stop_with_starter()  # started by run_suite.py: stop with it
   run = run_options()
   config = config_lib.make_config(
       FLAGS.config, **dict(config_lib.parse_override(s) for s in FLAGS.set))

@@ -1,5 +1,5 @@
-"""The suite runner: task lists, bad input, a real suite stopped, resumed and
-with one failing run."""
+"""The suite runner: task lists, bad input, a real suite stopped (Ctrl-C, then
+kill -9 of the runner), resumed and with one failing run."""
 
 import os
 import signal
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from wpo_agent import suites
@@ -70,6 +71,17 @@ def _wait_for(path, timeout=240):
     time.sleep(0.2)
 
 
+def _count(path, text):
+  return path.read_text().count(text)
+
+
+def _wait_for_text(path, text, timeout=240, count=1):
+  deadline = time.time() + timeout
+  while not (os.path.exists(path) and path.read_text().count(text) >= count):
+    assert time.time() < deadline, f'no {text!r} in {path} after {timeout} s'
+    time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_suite_stops_on_ctrl_c_resumes_and_reports_a_failed_run(tmp_path):
   root = tmp_path / 'suite'
@@ -90,6 +102,25 @@ def test_suite_stops_on_ctrl_c_resumes_and_reports_a_failed_run(tmp_path):
   assert 'Report: ' not in out  # a stopped suite is not done
   steps = [suites.checkpointed_steps(str(r)) for r in runs]
   assert all(0 < s < 4000 for s in steps), steps
+
+  # kill -9 of the suite runner: each run checkpoints and stops by itself.
+  proc = run_suite(*args)
+  for run in runs:  # a progress line after resuming: in the training loop
+    _wait_for_text(run / 'suite_run.log', 'Resumed from')
+    _wait_for_text(run / 'suite_run.log', '\nactor_steps',
+                   count=_count(run / 'suite_run.log', '\nactor_steps') + 1)
+  proc.kill()
+  proc.communicate()
+  for run in runs:  # a second summary line, printed after the checkpoint
+    _wait_for_text(run / 'suite_run.log', 'stopped early', timeout=60,
+                   count=2)
+  deadline = time.time() + 30  # the summary is printed just before exit
+  while [p for p in psutil.process_iter(['cmdline'])
+         if f'--workdir={root}' in ' '.join(p.info['cmdline'] or [])]:
+    assert time.time() < deadline, 'a run outlived the suite runner'
+    time.sleep(0.2)
+  killed_at = [suites.checkpointed_steps(str(r)) for r in runs]
+  assert all(k >= s for k, s in zip(killed_at, steps)), (killed_at, steps)
 
   # A broken run fails and is reported; the other resumes and finishes.
   (runs[1] / 'config.json').write_text('not json')

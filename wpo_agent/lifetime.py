@@ -33,6 +33,9 @@ from typing import Callable, List, Optional
 import psutil
 
 LOCK_NAME = 'run.lock'
+# Set by a program of ours that starts launchers (the suite runner) to its own
+# pid: such a launcher stops when that program dies (`stop_with_starter`).
+STOP_WITH_ENV = 'WPO_STOP_WITH_PID'
 _POLL_S = 0.5
 _KILL_GRACE_S = 3.0
 
@@ -145,6 +148,15 @@ def watch_parent(parent_pid: int, on_lost: Callable[[int], None]) -> bool:
     on_lost(parent_pid)
   threading.Thread(target=watch, name='watch_parent', daemon=True).start()
   return True
+
+
+def stop_with_starter() -> None:
+  """SIGTERM to this process (a graceful stop) once its parent dies, if
+  $WPO_STOP_WITH_PID names the parent. Without it nothing is watched: a
+  launcher started from a shell keeps running under `nohup`."""
+  pid = os.environ.pop(STOP_WITH_ENV, '')  # not passed on to our children
+  if pid.isdigit() and int(pid) == os.getppid():
+    watch_parent(int(pid), lambda _: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def session_processes(sid: int) -> List[psutil.Process]:

@@ -17,6 +17,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from wpo_agent import environments
+from wpo_agent import lifetime
 
 # The paper (Pfau et al. 2025) shows Control Suite curves without a task table;
 # our notes (../shared/docs/wpo_reference.md Sec. 7) name humanoid_CMU walk, the
@@ -148,9 +149,11 @@ class SuiteRunner:
     log = open(os.path.join(run.workdir, 'suite_run.log'), 'ab')
     # Its own session: a terminal's Ctrl-C reaches the runner only, which
     # stops each run the way its own Ctrl-C would.
-    run.process = subprocess.Popen(self.command(run), stdout=log,
-                                   stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    # ... and if this runner dies, each run stops as on SIGTERM.
+    run.process = subprocess.Popen(
+        self.command(run), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=dict(os.environ, **{lifetime.STOP_WITH_ENV: str(os.getpid())}))
     log.close()
     run.state = RUNNING
 
