@@ -123,6 +123,7 @@ def sigterm_guard():
 
 def test_sigterm_stops_checkpoints_and_resumes(tmp_path, sigterm_guard):
   config = tiny_config()
+  guard = signal.getsignal(signal.SIGTERM)
   done = threading.Event()
   killer = threading.Thread(target=_sigterm_when_training,
                             args=(str(tmp_path), done), daemon=True)
@@ -139,8 +140,8 @@ def test_sigterm_stops_checkpoints_and_resumes(tmp_path, sigterm_guard):
   assert 100 < stopped_at < 100_000
   assert summary['learner_steps'] > 0
   assert checkpointing.Checkpointer(str(tmp_path)).latest_step() == stopped_at
-  # The handler was restored on exit.
-  assert signal.getsignal(signal.SIGTERM) is not None
+  # The handler train() replaced is back (GracefulStop's is not left behind).
+  assert signal.getsignal(signal.SIGTERM) is guard
 
   summary = single_process.train(run_options(tmp_path, stopped_at + 200),
                                  config)
@@ -157,7 +158,7 @@ def test_resume_without_replay_checkpoint_refills(tmp_path):
   options = dict(checkpoint_replay=False, eval_every=10_000)
   summary = single_process.train(run_options(tmp_path, 300, **options), config)
   assert summary['learner_steps'] == 200  # (300 - 100) x 32 / 32
-  assert not os.path.exists(tmp_path / runs.REPLAY_CHECKPOINT_DIR)
+  assert not os.path.exists(tmp_path / 'replay')
   summary = single_process.train(run_options(tmp_path, 600, **options), config)
   # The replay refills to 100 before learning resumes: 200 more steps.
   assert summary['learner_steps'] == 400
@@ -187,7 +188,7 @@ def test_resume_check_refuses_another_runs_workdir(tmp_path):
   assert 'domain:' not in message and 'learning_rate' not in message
   # A restored replay table keeps its size and rate limiter, so while a replay
   # checkpoint would be restored those may not change either.
-  (tmp_path / runs.REPLAY_CHECKPOINT_DIR / 'some-checkpoint').mkdir(
+  (tmp_path / 'replay' / 'some-checkpoint').mkdir(
       parents=True)
   with pytest.raises(runs.WorkdirMismatchError,
                      match=r'samples_per_insert: saved 32.0, now 64.0\).*'

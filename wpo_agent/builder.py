@@ -62,7 +62,7 @@ class Builder:
 
   @property
   def replay_backend(self) -> str:
-    """'device' or 'reverb' (device_replay.REPLAY_BACKENDS)."""
+    """'device' or 'reverb' (config.REPLAY_BACKENDS)."""
     return self.config.replay_backend
 
   @property

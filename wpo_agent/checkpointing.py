@@ -18,12 +18,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from wpo_agent import workdir as workdir_lib
+
 
 class Checkpointer:
   """Keeps the newest `max_to_keep` checkpoints under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
-    self._directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self._directory = workdir_lib.Workdir(workdir).checkpoints
     self._manager = ocp.CheckpointManager(
         self._directory,
         options=ocp.CheckpointManagerOptions(
@@ -98,7 +100,7 @@ class HostCheckpointer:
   """
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
-    self._directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self._directory = workdir_lib.Workdir(workdir).checkpoints
     self._max_to_keep = max_to_keep
     os.makedirs(self._directory, exist_ok=True)
 

@@ -10,10 +10,15 @@ import dataclasses
 import typing
 from typing import Any, Dict, Mapping, Tuple
 
-from wpo_agent import device_replay
 from wpo_agent import losses
 from wpo_agent import networks
 from wpo_agent import ratio
+
+# Values of replay_backend: device_replay.py (a buffer on the learner's
+# devices, sampled inside its step) and replay.py (a reverb table). The first
+# is the default on every platform (BUILD_NOTES.md, "Device replay": measured
+# on CPU, and the only one that feeds an accelerator learner).
+REPLAY_BACKENDS = ('device', 'reverb')
 
 
 class ConfigError(ValueError):
@@ -92,8 +97,7 @@ class WPOConfig:
     _choice('dq_da_squash', self.dq_da_squash, losses.SQUASHES)
     _choice('kl_constraint', self.kl_constraint, losses.KL_CONSTRAINTS)
     _choice('rate_limiter', self.rate_limiter, ratio.RATE_LIMITERS)
-    _choice('replay_backend', self.replay_backend,
-            device_replay.REPLAY_BACKENDS)
+    _choice('replay_backend', self.replay_backend, REPLAY_BACKENDS)
     for name in ('num_components', 'num_action_samples', 'n_step',
                  'target_update_period', 'batch_size',
                  'sgd_steps_per_learner_step', 'max_replay_size',

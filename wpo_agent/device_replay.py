@@ -39,10 +39,6 @@ import psutil
 from wpo_agent import ratio
 from wpo_agent.types import Batch
 
-# Values of WPOConfig.replay_backend; the first is the default on every
-# platform (BUILD_NOTES.md, "Device replay": measured on CPU, and the only one
-# that feeds an accelerator learner).
-REPLAY_BACKENDS = ('device', 'reverb')
 # Items per transfer from the transport into the device buffer (rounded up to
 # a multiple of the device count): large enough that adds cost little per
 # item, small enough to keep the learner within ~1% of its ratio.

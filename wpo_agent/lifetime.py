@@ -32,7 +32,8 @@ from typing import Callable, List, Optional
 
 import psutil
 
-LOCK_NAME = 'run.lock'
+from wpo_agent import workdir as workdir_lib
+
 # Set by a program of ours that starts launchers (the suite runner) to its own
 # pid: such a launcher stops when that program dies (`stop_with_starter`).
 STOP_WITH_ENV = 'WPO_STOP_WITH_PID'
@@ -76,7 +77,7 @@ def _command(pid: int) -> str:
 
 
 def lock_path(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), LOCK_NAME)
+  return workdir_lib.Workdir(workdir).lock
 
 
 def holders(workdir: str) -> List[int]:

@@ -9,6 +9,8 @@ import os
 import time
 from typing import Deque, Mapping, Optional, Sequence, Tuple
 
+from wpo_agent import workdir as workdir_lib
+
 
 class CSVLogger:
   """Appends rows to `path`; the header is fixed by the first row ever written."""
@@ -76,9 +78,10 @@ def make_run_loggers(workdir: str, name: str, step_key: str,
                      tensorboard: bool = True) -> MultiLogger:
   """`<workdir>/<name>.csv` plus TensorBoard events in `<workdir>/tb/<name>`."""
   os.makedirs(workdir, exist_ok=True)
-  tb = (TensorBoardLogger(os.path.join(workdir, 'tb', name), step_key)
+  paths = workdir_lib.Workdir(workdir)
+  tb = (TensorBoardLogger(os.path.join(paths.tb, name), step_key)
         if tensorboard else None)
-  return MultiLogger(CSVLogger(os.path.join(workdir, f'{name}.csv')), tb)
+  return MultiLogger(CSVLogger(paths.csv(name)), tb)
 
 
 def _si(x: float) -> str:

@@ -15,13 +15,12 @@ inputs give a one-line `error:` on stderr and exit code 2.
 
 import argparse
 import csv
-import json
 import math
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-EVAL_FILE = 'eval.csv'
+from wpo_agent import workdir as workdir_lib
 
 
 class PlotError(Exception):
@@ -36,9 +35,10 @@ def read_eval_csv(run_dir: str) -> Dict[str, List[float]]:
   """
   if not os.path.isdir(run_dir):
     raise PlotError(f'{run_dir}: no such run directory')
-  path = os.path.join(run_dir, EVAL_FILE)
+  path = workdir_lib.Workdir(run_dir).eval_csv
   if not os.path.isfile(path):
-    raise PlotError(f'{run_dir}: no {EVAL_FILE} (has this run evaluated yet?)')
+    raise PlotError(f'{run_dir}: no {os.path.basename(path)} (has this run '
+                    'evaluated yet?)')
   with open(path, newline='') as f:
     rows = list(csv.DictReader(f))
   if not rows:
@@ -63,8 +63,7 @@ def _float(text: Optional[str]) -> float:
 def run_label(run_dir: str) -> str:
   """'domain-task-seedN' from config.json when present, else the dir name."""
   try:
-    with open(os.path.join(run_dir, 'config.json')) as f:
-      run = json.load(f)['run']
+    run = workdir_lib.Workdir(run_dir).read_config()['run']
     return f'{run["domain"]}-{run["task"]}-seed{run["seed"]}'
   except (OSError, ValueError, KeyError, TypeError):
     return os.path.basename(os.path.normpath(run_dir))
@@ -80,7 +79,8 @@ def _unique_labels(run_dirs: Sequence[str]) -> List[str]:
 
 def check_column(columns: Dict[str, List[float]], name: str, run_dir: str):
   if name not in columns:
-    raise PlotError(f'{run_dir}/{EVAL_FILE}: no column {name!r}; columns: '
+    raise PlotError(f'{workdir_lib.Workdir(run_dir).eval_csv}: no column '
+                    f'{name!r}; columns: '
                     f'{", ".join(columns)}')
   return columns[name]
 

@@ -2,10 +2,16 @@
 
 Every run keeps the learner's sampling in step with the actors' inserts: after
 `min_size` items are in the table, the learner may sample `samples_per_insert`
-transitions per inserted transition, give or take an error buffer. The
-distributed program enforces it with reverb's SampleToInsertRatio limiter
-(`replay.make_rate_limiter`); the single-process runner, which cannot block one
-thread on itself, keeps it with `RatioGate`. No reverb import here.
+transitions per inserted transition, give or take an error buffer. Who keeps
+it depends on the replay backend and the runner:
+  - reverb backend, distributed program: reverb's SampleToInsertRatio limiter
+    on the table (`replay.make_rate_limiter`);
+  - reverb backend, single process, which cannot block one thread on itself:
+    `RatioGate` over a MinSize table (single_process.py);
+  - device backend (the default), both runners: `RatioGate` inside the
+    learner's feed, over the items drained from the transport queue
+    (`device_replay.DeviceFeed`).
+No reverb import here.
 """
 
 RATE_LIMITERS = ('sample_to_insert', 'min_size')

@@ -17,7 +17,6 @@ Batch is self-contained. The items are otherwise acme's (the writer's tests
 compare them bit for bit with acme's adder, tests/reference/acme_adder.py).
 """
 
-import os
 from typing import Iterator, Optional, Union
 
 from acme import specs
@@ -29,8 +28,8 @@ import tensorflow as tf
 from wpo_agent import device_replay
 from wpo_agent import nstep_writer
 from wpo_agent import ratio
-from wpo_agent import runs
 from wpo_agent import types
+from wpo_agent import workdir as workdir_lib
 
 # The table's name; replay checkpoints written by earlier versions use it too.
 DEFAULT_TABLE = 'priority_table'
@@ -210,8 +209,7 @@ def make_checkpointer(workdir: str) -> checkpointers.DefaultCheckpointer:
   A server built with it loads the newest checkpoint there on start;
   `client.checkpoint()` writes a new one, and reverb keeps only the newest.
   """
-  return checkpointers.DefaultCheckpointer(
-      os.path.join(os.path.abspath(workdir), runs.REPLAY_CHECKPOINT_DIR))
+  return checkpointers.DefaultCheckpointer(workdir_lib.Workdir(workdir).replay)
 
 
 def num_items(client: reverb.Client, table: str) -> int:

@@ -37,6 +37,7 @@ import numpy as np
 
 from wpo_agent import plot
 from wpo_agent import stats
+from wpo_agent import workdir as workdir_lib
 from wpo_agent.stats import Estimate
 
 MAX_RETURN = 1000.0  # every Control Suite task's return lies in [0, 1000]
@@ -75,7 +76,7 @@ def load_suite(suite_dir: str) -> SuiteData:
     for seed_dir in os.listdir(task_dir):
       match = _SEED_DIR.match(seed_dir)
       run_dir = os.path.join(task_dir, seed_dir)
-      if match and os.path.isfile(os.path.join(run_dir, plot.EVAL_FILE)):
+      if match and os.path.isfile(workdir_lib.Workdir(run_dir).eval_csv):
         columns = plot.read_eval_csv(run_dir)
         for name in ('actor_steps', 'eval_return_mean'):
           plot.check_column(columns, name, run_dir)

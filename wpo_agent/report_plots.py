@@ -6,13 +6,13 @@ statistics are still rliable's.
 
 import csv
 import math
-import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from wpo_agent import report
 from wpo_agent import stats
+from wpo_agent import workdir as workdir_lib
 
 TAUS = np.linspace(0.0, 1.0, 101)  # thresholds on return / 1000
 
@@ -98,7 +98,7 @@ def _mark_baselines(ax, baselines: Sequence[report.Baseline]) -> None:
 def read_train_csv(run_dir: str) -> Optional[Dict[str, np.ndarray]]:
   """A run's train.csv as float columns; None without the mixture's columns."""
   try:
-    with open(os.path.join(run_dir, 'train.csv'), newline='') as f:
+    with open(workdir_lib.Workdir(run_dir).train_csv, newline='') as f:
       rows = list(csv.DictReader(f))
   except OSError:
     return None

@@ -2,13 +2,7 @@
 
 Both runners (single-process and distributed) and every node of the
 distributed program read the same `RunOptions`; hyperparameters live in
-`config.WPOConfig`. A workdir holds one run:
-
-  config.json   {"run": RunOptions, "config": WPOConfig} of the latest launch
-  checkpoints/  orbax learner state + counts (checkpointing.py), and the
-                device replay's buffer (replay_backend=device)
-  replay/       reverb's checkpoint of the replay (or transport) table
-  eval.csv, train.csv, tb/   outputs, appended to across resumes
+`config.WPOConfig`. A workdir holds one run (its files: workdir.py).
 
 A launch on a workdir that holds checkpoints resumes them. What a checkpoint's
 shapes depend on (task, network sizes) may not change; while the replay is
@@ -28,10 +22,9 @@ import numpy as np
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
 from wpo_agent import environments
+from wpo_agent import workdir as workdir_lib
 
 
-# The replay table's reverb checkpoint, under the workdir (replay.py).
-REPLAY_CHECKPOINT_DIR = 'replay'
 # Launchpad launch types of the distributed program (distributed/program.py).
 LAUNCH_TYPES = ('local_mp', 'local_mt')
 
@@ -133,7 +126,8 @@ class RunOptions:
     others (so one shared workdir serves every host)."""
     if self.host_id == 0:
       return self.workdir
-    return os.path.join(self.workdir, f'host_{self.host_id}')
+    return os.path.join(self.workdir, os.path.basename(
+        workdir_lib.Workdir(self.workdir).host(self.host_id).root))
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -164,7 +158,7 @@ def _non_empty_dir(path: str) -> bool:
 
 def restores_replay(workdir: str, run: RunOptions) -> bool:
   return run.checkpoint_replay and _non_empty_dir(
-      os.path.join(workdir, REPLAY_CHECKPOINT_DIR))
+      workdir_lib.Workdir(workdir).replay)
 
 
 def _jsonable(value):
@@ -183,15 +177,14 @@ def _diffs(saved: Dict[str, Any], new: Dict[str, Any],
 def check_resumable(workdir: str, run: RunOptions,
                     config: config_lib.WPOConfig) -> None:
   """Raises WorkdirMismatchError if `workdir` holds state this run can't use."""
-  path = os.path.join(workdir, 'config.json')
+  paths = workdir_lib.Workdir(workdir)
   replay_too = restores_replay(workdir, run) or (
       run.checkpoint_replay and config.replay_backend == 'device' and
-      _non_empty_dir(os.path.join(workdir, 'checkpoints')))
-  if not os.path.exists(path) or not (
-      replay_too or _non_empty_dir(os.path.join(workdir, 'checkpoints'))):
+      _non_empty_dir(paths.checkpoints))
+  if not os.path.exists(paths.config) or not (
+      replay_too or _non_empty_dir(paths.checkpoints)):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = paths.read_config()
   new_run, new_config = run.to_dict(), config.to_dict()
   diffs = (_diffs(saved['run'], new_run, _FIXED_RUN) +
            _diffs(saved['config'], new_config, _FIXED_CONFIG))
@@ -243,14 +236,14 @@ def write_run_config(workdir: str, run: RunOptions,
   """Writes config.json, after checking a resume would be compatible."""
   check_resumable(workdir, run, config)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  with open(workdir_lib.Workdir(workdir).config, 'w') as f:
     json.dump({'run': run.to_dict(), 'config': config.to_dict()}, f, indent=2)
 
 
 def last_eval(workdir: str) -> Optional[Tuple[int, float]]:
   """(actor_steps, eval_return_mean) of eval.csv's newest row, or None."""
   try:
-    with open(os.path.join(workdir, 'eval.csv'), newline='') as f:
+    with open(workdir_lib.Workdir(workdir).eval_csv, newline='') as f:
       rows = list(csv.DictReader(f))
   except OSError:
     return None

@@ -18,12 +18,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from wpo_agent import environments
 from wpo_agent import lifetime
+from wpo_agent import workdir as workdir_lib
 
 # The paper (Pfau et al. 2025) shows Control Suite curves without a task table;
-# our notes (../shared/docs/wpo_reference.md Sec. 7) name humanoid_CMU walk, the
-# dog tasks and humanoid stand. 'paper' is those plus the tasks Acme's MPO/DMPO
-# papers report, which WPO's comparison with MPO uses; the exact set the paper
-# plots is not stated in what we have.
+# its text singles out humanoid_CMU walk (faster than MPO early), the dog tasks
+# (slower) and humanoid stand (its replica experiment). 'paper' is those plus
+# the tasks Acme's MPO/DMPO papers report, which WPO's comparison with MPO uses;
+# the exact set the paper plots is not stated in what we could read.
 SUITES: Dict[str, Tuple[str, ...]] = {
     'quick': ('cartpole-swingup', 'walker-walk', 'cheetah-run', 'reacher-hard',
               'finger-spin', 'ball_in_cup-catch'),
@@ -99,18 +100,13 @@ class Run:
 
 def checkpointed_steps(workdir: str) -> int:
   """The newest checkpoint's actor steps (0 without one)."""
-  try:
-    steps = [int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-             if d.isdigit()]
-  except OSError:
-    return 0
-  return max(steps, default=0)
+  return max(workdir_lib.Workdir(workdir).checkpoint_steps(), default=0)
 
 
 def last_eval(workdir: str) -> Tuple[Optional[int], Optional[float]]:
   """(actor steps, mean return) of eval.csv's newest row."""
   try:
-    with open(os.path.join(workdir, 'eval.csv'), newline='') as f:
+    with open(workdir_lib.Workdir(workdir).eval_csv, newline='') as f:
       rows = list(csv.DictReader(f))
   except OSError:
     return None, None

@@ -21,7 +21,6 @@ and exit code 2; no working renderer is one `error:` line and exit code 1.
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import re
@@ -29,6 +28,8 @@ import subprocess
 import sys
 import warnings
 from typing import Any, List, Optional, Sequence
+
+from wpo_agent import workdir as workdir_lib
 
 # dm_control and everything that imports it (JAX, the agent's modules) are
 # imported inside the functions: dm_control picks its OpenGL backend from
@@ -100,13 +101,11 @@ def check_run_dir(run_dir: str) -> None:
   if not os.path.isdir(run_dir):
     raise VideoError(f'{run_dir}: no such run directory (give the --workdir '
                      'of a training run)')
-  if not os.path.isfile(os.path.join(run_dir, 'config.json')):
+  paths = workdir_lib.Workdir(run_dir)
+  if not os.path.isfile(paths.config):
     raise VideoError(f'{run_dir}: no config.json (not the --workdir of a '
                      'training run)')
-  folder = os.path.join(run_dir, 'checkpoints')
-  # Both checkpointers name a checkpoint's folder by its step.
-  if not (os.path.isdir(folder) and
-          any(n.isdigit() for n in os.listdir(folder))):
+  if not paths.checkpoint_steps():
     raise VideoError(f'{run_dir}: no checkpoint in {run_dir}/checkpoints '
                      '(a run saves one every --checkpoint_every seconds and '
                      'when it stops)')
@@ -136,10 +135,9 @@ def load_run(run_dir: str, seed: Optional[int]):
   from wpo_agent import config as config_lib
   from wpo_agent import environments
   from wpo_agent import runs
-  path = os.path.join(run_dir, 'config.json')
+  path = workdir_lib.Workdir(run_dir).config
   try:
-    with open(path) as f:
-      saved = json.load(f)
+    saved = workdir_lib.Workdir(run_dir).read_config()
     # Fields this version does not know (a newer writer) are left out.
     known = lambda cls, d: {f.name: d[f.name] for f in dataclasses.fields(cls)
                             if f.name in d}
@@ -281,7 +279,7 @@ def _make_video(args: argparse.Namespace) -> int:
         f'{learner_steps}), deterministic policy, {args.episodes} '
         f'episode(s) from environment seed {seed}', flush=True)
   folder = (os.path.dirname(args.out) if args.out
-            else os.path.join(args.run_dir, 'videos'))
+            else workdir_lib.Workdir(args.run_dir).videos)
   os.makedirs(folder or '.', exist_ok=True)
   # The return, part of the name, is known only at the end.
   partial = os.path.join(folder, f'.video-{os.getpid()}.partial.mp4')

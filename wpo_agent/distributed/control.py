@@ -22,6 +22,8 @@ import time
 import traceback
 from typing import Any, Dict, Iterator, Optional
 
+from wpo_agent import workdir as workdir_lib
+
 RUNNING, DONE, FAILED = 'running', 'done', 'failed'
 # The stop reason of a run that reached max_actor_steps (it ends with a final
 # evaluation; any other stop does not).
@@ -57,7 +59,7 @@ class Control:
   """Paths and operations on `<workdir>/control`."""
 
   def __init__(self, workdir: str):
-    self.root = os.path.join(os.path.abspath(workdir), 'control')
+    self.root = workdir_lib.Workdir(workdir).control
     self.nodes_dir = os.path.join(self.root, 'nodes')
     self.stop_path = os.path.join(self.root, 'STOP')
     self.progress_path = os.path.join(self.root, 'progress.json')

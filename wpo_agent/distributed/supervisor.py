@@ -34,6 +34,7 @@ from wpo_agent import lifetime
 from wpo_agent import logs
 from wpo_agent import runs
 from wpo_agent import stopping
+from wpo_agent import workdir as workdir_lib
 from wpo_agent.distributed import control as control_lib
 from wpo_agent.distributed import netns
 
@@ -97,7 +98,7 @@ def _naming_other_hosts(error: ProgramFailed, workdir: str,
   see them (a workdir shared by the hosts): gloo names only a peer address."""
   deadline = time.time() + _NAMING_WAIT_S
   while True:
-    found = [(h, control_lib.Control(os.path.join(workdir, f'host_{h}'))
+    found = [(h, control_lib.Control(workdir_lib.Workdir(workdir).host(h).root)
               .stop_reason()) for h in range(1, num_hosts)]
     found = [(h, r) for h, r in found if r]
     if found or time.time() > deadline:
@@ -116,7 +117,7 @@ def _node_log(workdir: str, name: str) -> str:
     rel = os.path.join('actor', name.split('_')[1])
   else:
     rel = os.path.join(name, '0')
-  return os.path.join(workdir, 'logs', rel)
+  return os.path.join(workdir_lib.Workdir(workdir).logs, rel)
 
 
 def make_spec(run: runs.RunOptions, config: config_lib.WPOConfig,
@@ -180,7 +181,7 @@ def _launch(workdir: str, spec: Dict[str, Any], *, isolate: bool
   spec_path = os.path.join(control.root, 'spec.json')
   with open(spec_path, 'w') as f:
     json.dump(spec, f, indent=2)
-  log_dir = os.path.join(workdir, 'logs')
+  log_dir = workdir_lib.Workdir(workdir).logs
   os.makedirs(log_dir, exist_ok=True)
   env = dict(os.environ, LAUNCHPAD_LOGGING_DIR=log_dir,
              PYTHONPATH=os.pathsep.join(
