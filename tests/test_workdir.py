@@ -35,3 +35,12 @@ def test_checkpoint_steps_and_config(tmp_path):
   with open(w.config, 'w') as f:
     json.dump({'run': {'seed': 3}, 'config': {}}, f)
   assert w.read_config()['run'] == {'seed': 3}
+
+
+def test_last_eval_skips_a_row_cut_short(tmp_path):
+  w = workdir_lib.Workdir(str(tmp_path))
+  assert w.last_eval() is None  # no eval.csv
+  with open(w.eval_csv, 'w') as f:
+    f.write('actor_steps,learner_steps,eval_return_mean\n'
+            '1000,10,12.5\n2000,20,31.0\n3000,3')  # a kill cut the last row
+  assert w.last_eval() == (2000, 31.0)

@@ -28,6 +28,7 @@ from wpo_agent import replay
 from wpo_agent import runs
 from wpo_agent import sharding
 from wpo_agent import types
+from wpo_agent import workdir as workdir_lib
 
 
 class Builder:
@@ -181,7 +182,7 @@ class Builder:
     actor = acting.WPOActor(self.networks.policy,
                             acting.VariableClient(source, 'policy', 1),
                             seed=policy_seed, deterministic=True)
-    last = runs.last_eval(self.run.workdir)
+    last = workdir_lib.Workdir(self.run.workdir).last_eval()
     return loops.Evaluator(
         self.environment(env_seed), actor, episodes=self.run.eval_episodes,
         every=self.run.eval_every, logger=self.loggers('eval', 'actor_steps'),

@@ -11,7 +11,6 @@ restored reverb table keeps its saved size and rate limiter). Everything else
 may change on a resume, e.g. `eval_every`, which the resumed run follows.
 """
 
-import csv
 import dataclasses
 import json
 import os
@@ -238,21 +237,6 @@ def write_run_config(workdir: str, run: RunOptions,
   os.makedirs(workdir, exist_ok=True)
   with open(workdir_lib.Workdir(workdir).config, 'w') as f:
     json.dump({'run': run.to_dict(), 'config': config.to_dict()}, f, indent=2)
-
-
-def last_eval(workdir: str) -> Optional[Tuple[int, float]]:
-  """(actor_steps, eval_return_mean) of eval.csv's newest row, or None."""
-  try:
-    with open(workdir_lib.Workdir(workdir).eval_csv, newline='') as f:
-      rows = list(csv.DictReader(f))
-  except OSError:
-    return None
-  for row in reversed(rows):
-    try:
-      return int(row['actor_steps']), float(row['eval_return_mean'])
-    except (KeyError, TypeError, ValueError):
-      continue
-  return None
 
 
 def summary(run: RunOptions, *, actor_steps: int,

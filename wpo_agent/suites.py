@@ -7,7 +7,6 @@ runs, resumes stopped ones, reports failed ones and goes on, and on SIGINT or
 SIGTERM stops every running run through its own checkpointing.
 """
 
-import csv
 import dataclasses
 import os
 import signal
@@ -101,18 +100,6 @@ class Run:
 def checkpointed_steps(workdir: str) -> int:
   """The newest checkpoint's actor steps (0 without one)."""
   return max(workdir_lib.Workdir(workdir).checkpoint_steps(), default=0)
-
-
-def last_eval(workdir: str) -> Tuple[Optional[int], Optional[float]]:
-  """(actor steps, mean return) of eval.csv's newest row."""
-  try:
-    with open(workdir_lib.Workdir(workdir).eval_csv, newline='') as f:
-      rows = list(csv.DictReader(f))
-  except OSError:
-    return None, None
-  if not rows:
-    return None, None
-  return int(rows[-1]['actor_steps']), float(rows[-1]['eval_return_mean'])
 
 
 class SuiteRunner:
@@ -209,7 +196,8 @@ class SuiteRunner:
   def status_table(self) -> str:
     rows = [('task', 'seed', 'actor steps', 'last eval', 'state')]
     for run in self.runs:
-      steps, ret = last_eval(run.workdir)
+      steps, ret = workdir_lib.Workdir(run.workdir).last_eval() or (None,
+                                                                    None)
       steps = max(steps or 0, checkpointed_steps(run.workdir))
       rows.append((run.name, str(run.seed), str(steps) if steps else '-',
                    f'{ret:.1f}' if ret is not None else '-', run.state))

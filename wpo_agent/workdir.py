@@ -11,12 +11,14 @@
   run.lock      held by every process of a live run (lifetime.py)
   host_<i>/     host i's own workdir in a run on several hosts (i >= 1)
 
-Paths only: nothing here imports another module of the package.
+Paths, and readers of the files a runner and the analysis tools both read;
+nothing here imports another module of the package.
 """
 
+import csv
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 
 class Workdir:
@@ -89,3 +91,18 @@ class Workdir:
     OSError or ValueError."""
     with open(self.config) as f:
       return json.load(f)
+
+  def last_eval(self) -> Optional[Tuple[int, float]]:
+    """(actor_steps, eval_return_mean) of eval.csv's newest usable row (a
+    row cut short by a kill is skipped), or None."""
+    try:
+      with open(self.eval_csv, newline='') as f:
+        rows = list(csv.DictReader(f))
+    except OSError:
+      return None
+    for row in reversed(rows):
+      try:
+        return int(row['actor_steps']), float(row['eval_return_mean'])
+      except (KeyError, TypeError, ValueError):
+        continue
+    return None

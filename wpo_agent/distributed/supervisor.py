@@ -138,7 +138,7 @@ def make_spec(run: runs.RunOptions, config: config_lib.WPOConfig,
 
 
 def _last_eval_return(workdir: str) -> Optional[float]:
-  last = runs.last_eval(workdir)
+  last = workdir_lib.Workdir(workdir).last_eval()
   return last[1] if last else None
 
 
