@@ -81,7 +81,8 @@ class KLPenaltyTest(chex.TestCase):
     def penalty(mu, s, la_m, la_s):
       kl = losses.decoupled_kl(dists.Gaussian(mu, s), dists.Gaussian(mu_bar,
                                                                      s_bar))
-      return losses.kl_penalty(kl, la_m, la_s, eps_m, eps_s)
+      return losses.kl_penalty(kl, la_m, la_s, epsilon_mean=eps_m,
+                               epsilon_stddev=eps_s)
 
     def loss_kl(*args):
       return penalty(*args).loss_kl
@@ -139,12 +140,15 @@ class KLPenaltyTest(chex.TestCase):
   def test_wrong_shapes_rejected(self):
     kl = losses.DecoupledKL(jnp.zeros((4, 2)), jnp.zeros((4, 2)))
     with self.assertRaisesRegex(AssertionError, 'shape'):
-      losses.kl_penalty(kl, jnp.zeros(3), jnp.zeros(2), 0.1, 0.1)
+      losses.kl_penalty(kl, jnp.zeros(3), jnp.zeros(2), epsilon_mean=0.1,
+                        epsilon_stddev=0.1)
     with self.assertRaisesRegex(AssertionError, 'shape'):
-      losses.kl_penalty(kl, jnp.zeros(2), jnp.zeros((1, 2)), 0.1, 0.1)
+      losses.kl_penalty(kl, jnp.zeros(2), jnp.zeros((1, 2)),
+                        epsilon_mean=0.1, epsilon_stddev=0.1)
     with self.assertRaisesRegex(AssertionError, 'rank'):
       losses.kl_penalty(losses.DecoupledKL(jnp.zeros(2), jnp.zeros(2)),
-                        jnp.zeros(2), jnp.zeros(2), 0.1, 0.1)
+                        jnp.zeros(2), jnp.zeros(2), epsilon_mean=0.1,
+                        epsilon_stddev=0.1)
 
 
 class CriticTDLossTest(chex.TestCase):
@@ -165,7 +169,8 @@ class CriticTDLossTest(chex.TestCase):
     q_tm1, r_t, discount_t, q_t = self._inputs()
 
     def loss_fn(q_tm1, r_t, discount_t, q_t):
-      return losses.critic_td_loss(q_tm1, r_t, discount_t, q_t, aggregate)
+      return losses.critic_td_loss(q_tm1, r_t, discount_t, q_t,
+                                   aggregate=aggregate)
 
     (loss, y), grads = self.variant(
         jax.value_and_grad(loss_fn, (0, 1, 2, 3), has_aux=True))(
@@ -185,9 +190,10 @@ class CriticTDLossTest(chex.TestCase):
   def test_wrong_shapes_rejected(self):
     q_tm1, r_t, discount_t, q_t = self._inputs()
     with self.assertRaisesRegex(AssertionError, 'rank'):
-      losses.critic_td_loss(q_tm1, r_t, discount_t, q_t[0])
+      losses.critic_td_loss(q_tm1, r_t, discount_t, q_t[0], aggregate='mean')
     with self.assertRaisesRegex(AssertionError, 'shape'):
-      losses.critic_td_loss(q_tm1, r_t, discount_t, jnp.zeros((3, 5)))
+      losses.critic_td_loss(q_tm1, r_t, discount_t, jnp.zeros((3, 5)),
+                            aggregate='mean')
 
 
 if __name__ == '__main__':

@@ -155,7 +155,8 @@ class CriticTest(chex.TestCase):
     @self.variant
     def q_and_grad(cp, obs, outside, clipped):
       q_fn = lambda a: nets.critic.apply(cp, obs, a)
-      return q_fn(outside), q_fn(clipped), losses.action_gradient(q_fn, outside)
+      return q_fn(outside), q_fn(clipped), losses.action_gradient(
+          q_fn, outside, samples_per_chunk=0)
 
     q_out, q_clipped, dq_da = q_and_grad(cp, obs, outside, clipped)
     self.assertEqual(q_out.shape, (3,))
@@ -181,7 +182,8 @@ class CriticTest(chex.TestCase):
       q_fn = lambda a: nets.critic.apply(cp, obs_n, a)  # [N, B, D] -> [N, B]
       fd = [(q_fn(actions + h * e) - q_fn(actions - h * e)) / (2 * h)
             for e in jnp.eye(_ACT)]
-      return losses.action_gradient(q_fn, actions), jnp.stack(fd, axis=-1)
+      return (losses.action_gradient(q_fn, actions, samples_per_chunk=0),
+              jnp.stack(fd, axis=-1))
 
     dq_da, fd = grad_and_fd(cp, actions)
     self.assertGreater(float(jnp.max(jnp.abs(fd))), 0.05)
@@ -209,8 +211,10 @@ class GradientIsolationTest(chex.TestCase):
       actions = dist.sample(key, (6,))  # [N, B, D], path to theta left intact
       obs_n = jnp.broadcast_to(obs, (6,) + obs.shape)
       dq_da = losses.action_gradient(
-          lambda a: nets.critic.apply(critic_params, obs_n, a), actions)
-      return losses.wpo_policy_loss(dists.natural_gradient(dist), actions, dq_da)
+          lambda a: nets.critic.apply(critic_params, obs_n, a), actions,
+          samples_per_chunk=0)
+      return losses.wpo_policy_loss(dists.natural_gradient(dist), actions, dq_da,
+                                    squash='identity')
 
     g_policy, g_critic = self.variant(jax.grad(policy_loss, (0, 1)))(*params)
     self.assertTrue(_all_zero(g_critic))
@@ -229,7 +233,7 @@ class GradientIsolationTest(chex.TestCase):
       obs_n = jnp.broadcast_to(obs_t, (5,) + obs_t.shape)
       q_t = nets.critic.apply(critic_params, obs_n, a_t)  # [N, B]
       loss, _ = losses.critic_td_loss(q_tm1, jnp.ones(4), jnp.full(4, 0.9),
-                                      q_t, aggregate)
+                                      q_t, aggregate=aggregate)
       return loss
 
     @self.variant

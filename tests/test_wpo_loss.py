@@ -6,6 +6,8 @@ own copy of the parameters: with mu, sigma of shape [B, 1] and actions [1, B, 1]
 d(loss)/d mu_b is that sample's estimate divided by B (the loss averages over b).
 """
 
+import functools
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
@@ -23,7 +25,7 @@ def _per_sample_wpo(mu, sigma, actions, dq_da, fisher=True):
     policy = dists.Gaussian(mu, sigma)
     if fisher:
       policy = dists.natural_gradient(policy)
-    return losses.wpo_policy_loss(policy, actions, dq_da)
+    return losses.wpo_policy_loss(policy, actions, dq_da, squash='identity')
   g_mu, g_sigma = jax.grad(loss, argnums=(0, 1))(mu, sigma)
   batch = mu.shape[0]
   return -batch * g_mu, -batch * g_sigma
@@ -100,7 +102,8 @@ class ExpectedUpdateTest(chex.TestCase):
     @self.variant
     def estimates(mu, sigma):
       actions = dists.Gaussian(mu, sigma).sample(key, (1,))  # [1, B, 1]
-      dq_da = losses.action_gradient(lambda a: q_fn(a)[..., 0], actions)
+      dq_da = losses.action_gradient(lambda a: q_fn(a)[..., 0], actions,
+                                     samples_per_chunk=0)
       wpo = _per_sample_wpo(mu, sigma, actions, dq_da)
 
       def svg0_loss(mu, sigma):  # reparameterised: a = mu + sigma eps
@@ -185,7 +188,8 @@ class GradLogProbTest(chex.TestCase):
 
     # The loss is exactly -mean_b sum_{n,d} grad_a log pi * dq_da.
     dq_da = jax.random.normal(jax.random.PRNGKey(3), a.shape)
-    loss = self.variant(losses.wpo_policy_loss)(dist, a, dq_da)
+    loss = self.variant(functools.partial(losses.wpo_policy_loss,
+                                          squash='identity'))(dist, a, dq_da)
     np.testing.assert_allclose(loss, -np.sum(analytic(a) * np.asarray(dq_da)),
                                rtol=1e-4)
 
@@ -198,7 +202,8 @@ class GradLogProbTest(chex.TestCase):
 
     def library_loss(mu, sigma):
       actions = mu + sigma * eps  # keeps a path to mu; the loss must stop it
-      return losses.wpo_policy_loss(dists.Gaussian(mu, sigma), actions, dq_da)
+      return losses.wpo_policy_loss(dists.Gaussian(mu, sigma), actions, dq_da,
+                                    squash='identity')
 
     def naive_loss(mu, sigma):  # the "silent bug" of docs/algorithm.md Sec. 2
       actions = mu + sigma * eps
@@ -262,13 +267,15 @@ class ActionGradientTest(chex.TestCase):
 
     @self.variant
     def grad(a):
-      return losses.action_gradient(q_fn, a, samples_per_chunk)
+      return losses.action_gradient(q_fn, a,
+                                    samples_per_chunk=samples_per_chunk)
 
     np.testing.assert_allclose(grad(actions), expected, rtol=1e-5, atol=1e-5)
 
   def test_chunk_must_divide_samples(self):
     with self.assertRaisesRegex(ValueError, 'must divide'):
-      losses.action_gradient(lambda a: jnp.sum(a, -1), jnp.zeros((6, 2, 1)), 4)
+      losses.action_gradient(lambda a: jnp.sum(a, -1), jnp.zeros((6, 2, 1)),
+                             samples_per_chunk=4)
 
 
 class ShapeErrorTest(parameterized.TestCase):
@@ -276,12 +283,14 @@ class ShapeErrorTest(parameterized.TestCase):
   def test_rank_two_actions_rejected(self):
     dist = dists.Gaussian(jnp.zeros((4, 2)), jnp.ones((4, 2)))
     with self.assertRaisesRegex(AssertionError, 'rank'):
-      losses.wpo_policy_loss(dist, jnp.zeros((4, 2)), jnp.zeros((4, 2)))
+      losses.wpo_policy_loss(dist, jnp.zeros((4, 2)), jnp.zeros((4, 2)),
+                             squash='identity')
 
   def test_mismatched_dq_da_rejected(self):
     dist = dists.Gaussian(jnp.zeros((4, 2)), jnp.ones((4, 2)))
     with self.assertRaisesRegex(AssertionError, 'shape'):
-      losses.wpo_policy_loss(dist, jnp.zeros((3, 4, 2)), jnp.zeros((3, 4, 1)))
+      losses.wpo_policy_loss(dist, jnp.zeros((3, 4, 2)), jnp.zeros((3, 4, 1)),
+                             squash='identity')
 
   def test_unknown_squash_names_allowed_values(self):
     dist = dists.Gaussian(jnp.zeros((4, 2)), jnp.ones((4, 2)))

@@ -132,27 +132,28 @@ def make_loss_fns(networks: networks_lib.WPONetworks,
     # The critic broadcasts s_{t+n} [B, O] over the samples a_t [N, B, D].
     q_t = critic_apply(target_critic_params, batch.next_observation,
                        a_t)  # [N, B]
-    loss, target = losses.critic_td_loss(q_tm1, batch.reward, batch.discount,
-                                         q_t, config.bootstrap_aggregate)
+    loss, target = losses.critic_td_loss(
+        q_tm1, batch.reward, batch.discount, q_t,
+        aggregate=config.bootstrap_aggregate)
     return loss, (q_tm1, target)
 
   def action_gradient(critic_params, obs, actions):
     return losses.action_gradient(
         lambda a: critic_apply(critic_params, obs, a), actions,
-        samples_per_chunk)  # [N, B, D]
+        samples_per_chunk=samples_per_chunk)  # [N, B, D]
 
   def policy_loss(policy_params, dual_params: DualParams,
                   target_policy_params, obs, actions, dq_da):
     pi = policy_apply(policy_params, obs)
     pi_wpo = dists.natural_gradient(pi) if config.use_natural_gradient else pi
     loss_wpo = losses.wpo_policy_loss(pi_wpo, actions, dq_da,
-                                      config.dq_da_squash)
+                                      squash=config.dq_da_squash)
     # The KL terms use the plain (un-adapted) online distribution.
     pi_bar = policy_apply(target_policy_params, obs)
     penalty = losses.kl_penalty(
         losses.decoupled_kl(pi, pi_bar), dual_params.log_alpha_mean,
-        dual_params.log_alpha_stddev, config.epsilon_mean,
-        config.epsilon_stddev)
+        dual_params.log_alpha_stddev, epsilon_mean=config.epsilon_mean,
+        epsilon_stddev=config.epsilon_stddev)
     loss = loss_wpo + penalty.loss_kl + penalty.loss_dual
     return loss, (loss_wpo, penalty, pi)
 

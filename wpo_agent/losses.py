@@ -26,13 +26,14 @@ AGGREGATES = ('mean', 'max')
 KL_CONSTRAINTS = ('soft', 'hard')
 
 
-def action_gradient(q_fn: Callable[[Array], Array], actions: Array,
-                    samples_per_chunk: int = 0) -> Array:
+def action_gradient(q_fn: Callable[[Array], Array], actions: Array, *,
+                    samples_per_chunk: int) -> Array:
   """grad_a Q(s, a) for every sample, via one vjp with unit cotangents.
 
   `q_fn` maps actions [n, B, D] to values [n, B] for any n; each value depends
   only on its own action, so a vjp with ones gives the per-sample gradient
-  [N, B, D]. With `samples_per_chunk` = c > 0 (c divides N) the N samples go
+  [N, B, D]. With `samples_per_chunk` = 0 all N samples go through `q_fn` at
+  once; with c > 0 (c divides N) the N samples go
   through `q_fn` c at a time under `lax.map`: the same numbers, but on a CPU the
   critic's [c * B, H] activations stay in cache (see BUILD_NOTES.md).
   """
@@ -43,7 +44,8 @@ def action_gradient(q_fn: Callable[[Array], Array], actions: Array,
                        f'number of samples {num_samples}')
     chunks = actions.reshape((num_samples // samples_per_chunk,
                               samples_per_chunk) + actions.shape[1:])
-    dq_da = jax.lax.map(lambda a: action_gradient(q_fn, a), chunks)
+    dq_da = jax.lax.map(
+        lambda a: action_gradient(q_fn, a, samples_per_chunk=0), chunks)
     return dq_da.reshape(actions.shape)
   q, vjp_fn = jax.vjp(q_fn, actions)
   (dq_da,) = vjp_fn(jnp.ones_like(q))
@@ -54,7 +56,8 @@ def wpo_policy_loss(
     policy: Distribution,
     actions: Array,
     dq_da: Array,
-    squash: str = 'identity',
+    *,
+    squash: str,
 ) -> Array:
   """The WPO surrogate whose theta-gradient is the WPO direction (paper Eq. 9).
 
@@ -143,6 +146,7 @@ def kl_penalty(
     kl: DecoupledKL,
     log_alpha_mean: Array,
     log_alpha_stddev: Array,
+    *,
     epsilon_mean: float,
     epsilon_stddev: float,
 ) -> KLPenalty:
@@ -175,7 +179,8 @@ def critic_td_loss(
     r_t: Array,
     discount_t: Array,
     q_t_samples: Array,
-    aggregate: str = 'mean',
+    *,
+    aggregate: str,
 ) -> Tuple[Array, Array]:
   """n-step TD loss with a sampled-action bootstrap.
 

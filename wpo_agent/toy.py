@@ -88,7 +88,7 @@ def _gaussian_update_mc(key, mu, sigma, k, a_star, num_samples, fisher):
     policy = dists.Gaussian(mu, sigma)
     if fisher:
       policy = dists.natural_gradient(policy)
-    return losses.wpo_policy_loss(policy, actions, dq_da)
+    return losses.wpo_policy_loss(policy, actions, dq_da, squash='identity')
 
   g_mu, g_sigma = jax.grad(loss, argnums=(0, 1))(mu, sigma)
   # The loss averages over the B states; the paper's update is per state and
@@ -146,9 +146,11 @@ def _mixture_loss(params, actions, method):
   num_samples = actions.shape[0]
   if method == 'wpo':
     # The paper's mixture preconditioner: each component's gradients x sigma_k^2.
-    dq_da = losses.action_gradient(lambda a: mixture_q(a)[..., 0], actions)
+    dq_da = losses.action_gradient(lambda a: mixture_q(a)[..., 0], actions,
+                                   samples_per_chunk=0)
     return losses.wpo_policy_loss(
-        dists.natural_gradient(dist), actions, dq_da) / num_samples
+        dists.natural_gradient(dist), actions, dq_da,
+        squash='identity') / num_samples
   q = mixture_q(actions)[..., 0]  # [N, B]; REINFORCE without a baseline
   return -jnp.mean(q * dist.log_prob(actions))
 
