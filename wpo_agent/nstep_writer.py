@@ -211,11 +211,10 @@ class TransitionWriter(_Writer):
                chunk_length: int = 32, max_in_flight_items: int = 128,
                flush_period: int = 32,
                get_signature_timeout_ms: int = 300_000):
-    """`chunk_length`: steps (transitions) per reverb chunk. Measured
-    (2 shared cores): 32 and 64 cost the actor ~10% less than 16; learner
-    sampling (batch 256) showed no loss vs acme's items at 16-32 and ~10% at
-    64. `max_in_flight_items`: items unconfirmed by the server before the
-    actor blocks, checked every `flush_period` items."""
+    """`chunk_length`: steps (transitions) per reverb chunk (the default's
+    measurements: BUILD_NOTES.md, "Actor loop"). `max_in_flight_items`: items
+    unconfirmed by the server before the actor blocks, checked every
+    `flush_period` items."""
     super().__init__(client, num_streams=num_streams, n_step=n_step,
                      discount=discount, table=table, rows_per_item=0,
                      priority=priority, chunk_length=chunk_length,
