@@ -1,10 +1,11 @@
 """The bodies of the distributed program's nodes (no Launchpad import here).
 
 Each node receives the launch `spec` (a JSON-able dict written by
-`supervisor.make_spec`: run options, config and where the run resumes from) and handles to the nodes it talks to: a
-reverb.Client for replay, courier clients for the learner (get_variables) and
-the counter (increment / get_counts). Every part comes from the same `Builder`
-the single-process runner uses. Every node reports its state through
+`supervisor.make_spec`: run options, config and where the run resumes from)
+and handles to the nodes it talks to: a reverb.Client for replay, courier
+clients for the learner (get_variables) and the counter (increment /
+get_counts). Every part comes from the same `Builder` the single-process
+runner uses; with several hosts the learner's loop is `lockstep.Lockstep`. Every node reports its state through
 `control.Control` and polls its STOP file.
 
 Every process of the program holds the workdir while it lives, and stops the
@@ -16,11 +17,9 @@ import functools
 import os
 import threading
 import time
-import traceback
 from typing import Any, Dict, Iterator
 
 from acme.utils import counting
-import numpy as np
 
 from wpo_agent import builder as builder_lib
 from wpo_agent import checkpointing
@@ -30,15 +29,13 @@ from wpo_agent import lifetime
 from wpo_agent import runs
 from wpo_agent.distributed import control as control_lib
 from wpo_agent.distributed import hosts
+from wpo_agent.distributed import lockstep
 
 Spec = Dict[str, Any]
 _COUNT_EVERY = 100  # actor steps between counter increments / STOP checks
 # The learner serves the evaluator's final parameters for at most this long
 # after its own checkpoint, before it exits.
 _FINAL_EVAL_WAIT_S = 60.0
-# Host 0's learner serves the JAX coordinator; the others abort once it is
-# gone, so after the hosts' last exchange it waits this long before exiting.
-_COORDINATOR_GRACE_S = 2.0
 _TELL_HOSTS_S = 60.0
 _PUSH_COUNTS_S = 0.25  # how often an actor adds its steps to the counter
 # Fault injection for the lifetime tests: WPO_FAULT_INJECT=actor_1@200 makes
@@ -173,25 +170,14 @@ class LearnerNode:
     return self._learner.get_variables(names)
 
   def _restore(self) -> None:
-    """The newest checkpoint; with several hosts, the newest every host has,
-    and host 0's learner state everywhere (all hosts then step identically)."""
+    """The newest checkpoint (with several hosts: lockstep.restore)."""
     with_replay = self._node.run.checkpoint_replay
-    if self._node.run.num_hosts == 1:
+    if self._node.run.num_hosts > 1:
+      lockstep.restore(self._checkpointer, self._learner,
+                       with_replay=with_replay)
+    else:
       checkpointing.restore_learner(self._checkpointer, self._learner,
                                     with_replay=with_replay)
-      return
-    newest = self._checkpointer.latest_step()
-    step = hosts.common_step(hosts.exchange(
-        np.array([-1 if newest is None else newest], np.int32))[:, 0])
-    restored = None
-    if step is not None and step in self._checkpointer.all_steps():
-      restored = self._checkpointer.restore(self._learner.save(), step)
-    # Equal on every host before it reaches a device (device_put checks).
-    self._learner.restore(hosts.from_host0(
-        restored[0] if restored else self._learner.save()))
-    if restored and with_replay:
-      checkpointing.restore_replay(self._checkpointer, self._learner,
-                                   restored[1], step)
 
   def _save(self, step=None) -> None:
     if self._node.run.checkpoint_replay:
@@ -221,79 +207,28 @@ class LearnerNode:
     os._exit(code)  # the SGD thread may be blocked inside reverb
 
   def run(self) -> None:
-    if self._node.run.num_hosts > 1:
-      self._run_in_lockstep()
+    node = self._node
+    if node.run.num_hosts > 1:
+      lockstep.Lockstep(
+          learner=self._learner, counter=self._counter, control=node.control,
+          run=node.run,
+          sgd_steps_per_call=node.config.sgd_steps_per_learner_step,
+          published_steps=int(node.spec['initial_counts'].get(
+              'global_actor_steps', 0)),
+          save=lambda step: self._save(step=step),
+          final_eval_wait_s=_FINAL_EVAL_WAIT_S).run()
       return
-    with self._node.control.node('learner'):
+    with node.control.node('learner'):
       threading.Thread(target=self._watch_for_stop, daemon=True).start()
-      k = self._node.config.sgd_steps_per_learner_step
+      k = node.config.sgd_steps_per_learner_step
       local = counting.Counter(self._counter, time_delta=1.0)
       last_save = time.time()
       while True:  # ends in the watcher thread (os._exit) after STOP
         self._learner.step()
         local.increment(learner_steps=k)
-        if time.time() - last_save >= self._node.run.checkpoint_every_s:
+        if time.time() - last_save >= node.run.checkpoint_every_s:
           self._save()
           last_save = time.time()
-
-  def _run_in_lockstep(self) -> None:
-    """One of several hosts' learners: step, save and stop with the others
-    (hosts.py), then wind this host down the way a STOP file does."""
-    control, run = self._node.control, self._node.run
-    # os._exit, not jax.distributed's exit barrier: another host may be gone.
-    try:
-      with control.node('learner'):  # records a failure, then re-raises
-        try:
-          decision = self._lockstep()
-          hosts.exchange(np.zeros(1, np.int32))  # every host has saved
-        except Exception as e:  # a peer's learner went away mid-collective
-          raise RuntimeError(hosts.peer_lost_reason(
-              e, host_id=run.host_id, num_hosts=run.num_hosts)) from e
-        if decision.stop == hosts.STEP_LIMIT:
-          control.request_step_limit_stop(run.max_actor_steps)
-          control.wait_until_ended('evaluator', _FINAL_EVAL_WAIT_S)
-        else:
-          control.request_stop(decision.reason())
-        if (decision.stop == hosts.FAILED and
-            run.host_id not in decision.failed_hosts):
-          raise RuntimeError(f'stopped with the other hosts: '
-                             f'{decision.reason()} (see its output)')
-        control.set_status('learner', control_lib.DONE,
-                           learner_steps=self._learner.sgd_steps)
-        if run.host_id == 0:  # it serves the JAX coordinator: leave last
-          time.sleep(_COORDINATOR_GRACE_S)
-        os._exit(1 if decision.stop == hosts.FAILED else 0)
-    except BaseException:  # pylint: disable=broad-except
-      traceback.print_exc()
-      os._exit(1)
-
-  def _lockstep(self) -> hosts.Decision:
-    """Exchange, maybe save, step: until the hosts decide to stop."""
-    control, run = self._node.control, self._node.run
-    local = counting.Counter(self._counter, time_delta=1.0)
-    k = self._node.config.sgd_steps_per_learner_step
-    published = int(self._node.spec['initial_counts'].get(
-        'global_actor_steps', 0))
-    last_save = time.time()
-    while True:
-      self._learner.ready(stop=control.stop_requested)
-      row = hosts.make_row(
-          actor_steps=int(self._counter.get_counts().get('actor_steps', 0)),
-          stop=hosts.stop_code(control.stop_reason()),
-          save=(run.host_id == 0 and
-                time.time() - last_save >= run.checkpoint_every_s))
-      decision = hosts.decide(hosts.exchange(row),
-                              max_actor_steps=run.max_actor_steps)
-      self._counter.increment(
-          global_actor_steps=decision.global_actor_steps - published)
-      published = decision.global_actor_steps
-      if decision.save:
-        self._save(step=decision.global_actor_steps)
-        last_save = time.time()
-      if decision.stop != hosts.RUNNING:
-        return decision
-      self._learner.step()
-      local.increment(learner_steps=k)
 
 
 def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:

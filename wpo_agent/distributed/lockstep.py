@@ -1,0 +1,123 @@
+"""One of several hosts' learners: restore, step, save and stop with the others.
+
+Every host's learner makes the same jitted calls in the same order (hosts.py):
+before each call the hosts exchange one row each and take the same
+`hosts.Decision`, so they save together, stop together, and the step limit
+applies to the sum of their actor steps. Used by `nodes.LearnerNode` when a
+run has several hosts; nothing here imports Launchpad or Reverb.
+"""
+
+import os
+import time
+import traceback
+from typing import Callable
+
+from acme.utils import counting
+import numpy as np
+
+from wpo_agent import checkpointing
+from wpo_agent import runs
+from wpo_agent.distributed import control as control_lib
+from wpo_agent.distributed import hosts
+
+# Host 0's learner serves the JAX coordinator; the others abort once it is
+# gone, so after the hosts' last exchange it waits this long before exiting.
+_COORDINATOR_GRACE_S = 2.0
+
+
+def restore(checkpointer, learner, *, with_replay: bool) -> None:
+  """The newest checkpoint every host has, and host 0's learner state on
+  every host (all hosts then step identically)."""
+  newest = checkpointer.latest_step()
+  step = hosts.common_step(hosts.exchange(
+      np.array([-1 if newest is None else newest], np.int32))[:, 0])
+  restored = None
+  if step is not None and step in checkpointer.all_steps():
+    restored = checkpointer.restore(learner.save(), step)
+  # Equal on every host before it reaches a device (device_put checks).
+  learner.restore(hosts.from_host0(
+      restored[0] if restored else learner.save()))
+  if restored and with_replay:
+    checkpointing.restore_replay(checkpointer, learner, restored[1], step)
+
+
+class Lockstep:
+  """The SGD loop of one host's learner among several (a collective)."""
+
+  def __init__(self, *, learner, counter, control: control_lib.Control,
+               run: runs.RunOptions, sgd_steps_per_call: int,
+               published_steps: int, save: Callable[[int], None],
+               final_eval_wait_s: float):
+    self._learner = learner
+    self._counter = counter
+    self._control = control
+    self._run = run
+    self._k = sgd_steps_per_call
+    self._published = published_steps  # global actor steps in the counter
+    self._save = save  # save(global actor steps): a checkpoint at that step
+    self._final_eval_wait_s = final_eval_wait_s
+
+  def run(self) -> None:
+    """Steps until the hosts stop, then winds this host down the way a STOP
+    file does, and exits the process (os._exit: JAX's exit barrier would
+    hang on a host that is gone)."""
+    control, run = self._control, self._run
+    try:
+      with control.node('learner'):  # records a failure, then re-raises
+        try:
+          decision = self._loop()
+          hosts.exchange(np.zeros(1, np.int32))  # every host has saved
+        except Exception as e:  # a peer's learner went away mid-collective
+          raise RuntimeError(hosts.peer_lost_reason(
+              e, host_id=run.host_id, num_hosts=run.num_hosts)) from e
+        self._wind_down(decision)
+        if run.host_id == 0:  # it serves the JAX coordinator: leave last
+          time.sleep(_COORDINATOR_GRACE_S)
+        os._exit(1 if decision.stop == hosts.FAILED else 0)
+    except BaseException:  # pylint: disable=broad-except
+      traceback.print_exc()
+      os._exit(1)
+
+  def _wind_down(self, decision: hosts.Decision) -> None:
+    control, run = self._control, self._run
+    if decision.stop == hosts.STEP_LIMIT:
+      control.request_step_limit_stop(run.max_actor_steps)
+      control.wait_until_ended('evaluator', self._final_eval_wait_s)
+    else:
+      control.request_stop(decision.reason())
+    if (decision.stop == hosts.FAILED and
+        run.host_id not in decision.failed_hosts):
+      raise RuntimeError(f'stopped with the other hosts: '
+                         f'{decision.reason()} (see its output)')
+    control.set_status('learner', control_lib.DONE,
+                       learner_steps=self._learner.sgd_steps)
+
+  def _loop(self) -> hosts.Decision:
+    """Exchange, maybe save, step: until the hosts decide to stop."""
+    control, run = self._control, self._run
+    local = counting.Counter(self._counter, time_delta=1.0)
+    last_save = time.time()
+    while True:
+      self._learner.ready(stop=control.stop_requested)
+      decision = self._exchange(save=(
+          run.host_id == 0 and
+          time.time() - last_save >= run.checkpoint_every_s))
+      if decision.save:
+        self._save(decision.global_actor_steps)
+        last_save = time.time()
+      if decision.stop != hosts.RUNNING:
+        return decision
+      self._learner.step()
+      local.increment(learner_steps=self._k)
+
+  def _exchange(self, *, save: bool) -> hosts.Decision:
+    """One exchange of the hosts' rows; publishes the run's actor steps."""
+    row = hosts.make_row(
+        actor_steps=int(self._counter.get_counts().get('actor_steps', 0)),
+        stop=hosts.stop_code(self._control.stop_reason()), save=save)
+    decision = hosts.decide(hosts.exchange(row),
+                            max_actor_steps=self._run.max_actor_steps)
+    self._counter.increment(
+        global_actor_steps=decision.global_actor_steps - self._published)
+    self._published = decision.global_actor_steps
+    return decision
