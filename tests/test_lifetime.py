@@ -110,7 +110,11 @@ def test_watch_parent_calls_back_once_the_parent_is_killed(tmp_path):
       assert time.time() < deadline
       time.sleep(0.1)
     child = psutil.Process(parent.pid).children()[0]
-    time.sleep(3)  # imports done; a live parent is no reason to call back
+    # The child prints its pid once it watches (killing the parent earlier
+    # would make it watch its new parent instead).
+    ready, _, _ = select.select([parent.stdout], [], [], 60)
+    assert ready and parent.stdout.readline().strip() == str(child.pid)
+    time.sleep(1.5)  # a live parent is no reason to call back
     assert not flag.exists()
     parent.kill()
     parent.wait()

@@ -271,7 +271,11 @@ def test_two_host_run_stops_on_one_signal_resumes_and_finishes(tmp_path):
   final0, final1 = _meta(workdir), _meta(host1)
   assert final0['global_actor_steps'] == final1['global_actor_steps'] == (
       final0['actor_steps'] + final1['actor_steps']) >= limit
-  assert final1['actor_steps'] > first1['actor_steps']  # host 1 resumed too
+  # Host 1 resumed too: it joined the resumed run's exchanges and saved its
+  # own checkpoint at the new global count. (Its actors may add nothing: host
+  # 0's alone can reach a 2000-step limit before host 1's start.)
+  assert final1['global_actor_steps'] >= limit > first1['global_actor_steps']
+  assert final1['actor_steps'] >= first1['actor_steps']
   assert final0['learner_steps'] > first0['learner_steps']
   with open(os.path.join(workdir, 'eval.csv')) as f:
     rows = list(csv.DictReader(f))
