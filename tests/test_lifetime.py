@@ -175,3 +175,11 @@ def test_run_local_refuses_a_held_workdir_in_one_line(tmp_path, mode):
                                f'another run (pids {holder.pid} (python')
   assert len(out.stderr.strip().splitlines()) == 1
   assert not (workdir / 'config.json').exists()  # nothing written
+
+
+def test_a_refusal_without_visible_holders_still_reads_as_one_line(tmp_path):
+  message = str(lifetime.WorkdirInUseError(str(tmp_path), []))
+  assert message == (
+      f'workdir {tmp_path} is in use by another run (processes not visible '
+      f'from here hold {tmp_path}/run.lock): wait for it to end, stop it '
+      '(where it runs), or use another --workdir')

@@ -54,10 +54,14 @@ class WorkdirInUseError(RuntimeError):
     for pid in pids:
       by_command.setdefault(_command(pid), []).append(str(pid))
     shown = '; '.join(f'{", ".join(p)} ({c})' for c, p in by_command.items())
+    # Processes of another user or container hold a lock we cannot trace.
+    lock = workdir_lib.Workdir(workdir).lock
+    held_by = (f'pids {shown}' if pids else
+               f'processes not visible from here hold {lock}')
+    stop = f'kill {" ".join(map(str, pids))}' if pids else 'where it runs'
     super().__init__(
-        f'workdir {workdir} is in use by another run (pids {shown or "?"}): '
-        f'wait for it to end, stop it (kill {" ".join(map(str, pids))}), or '
-        'use another --workdir')
+        f'workdir {workdir} is in use by another run ({held_by}): wait for it '
+        f'to end, stop it ({stop}), or use another --workdir')
 
 
 def _command(pid: int) -> str:
