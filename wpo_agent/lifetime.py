@@ -23,6 +23,7 @@ nothing measurable and behaves the same under every launcher.
 Nothing here imports Launchpad or Reverb.
 """
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -118,6 +119,16 @@ def claim_workdir(workdir: str) -> None:
     os.close(fd)
     raise WorkdirInUseError(workdir, holders(workdir)) from None
   _held[lock_path(workdir)] = fd
+
+
+@contextlib.contextmanager
+def claimed(workdir: str):
+  """`claim_workdir` for the duration of a `with` block (a runner's run)."""
+  claim_workdir(workdir)
+  try:
+    yield
+  finally:
+    release_workdir(workdir)
 
 
 def hold_workdir(workdir: str) -> None:

@@ -36,11 +36,8 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   run = dataclasses.replace(run, single_process=True)
   builder = builder_lib.Builder(config, run)
   runs.check_replay_fits(config, builder.environment_spec, in_process=True)
-  lifetime.claim_workdir(run.workdir)
-  try:
+  with lifetime.claimed(run.workdir):
     return _train(run, config, builder)
-  finally:
-    lifetime.release_workdir(run.workdir)
 
 
 def _train(run, config, builder) -> Dict[str, Any]:

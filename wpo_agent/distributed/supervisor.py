@@ -274,11 +274,8 @@ def run(run_options: runs.RunOptions,
       environments.make_environment(run_options.domain, run_options.task,
                                     seed=0)), in_process=False,
                          num_hosts=run_options.num_hosts)
-  lifetime.claim_workdir(run_options.workdir)
-  try:
+  with lifetime.claimed(run_options.workdir):
     return _run_claimed(run_options, config, base_workdir)
-  finally:
-    lifetime.release_workdir(run_options.workdir)
 
 
 def _run_claimed(run_options, config, base_workdir) -> Dict[str, Any]:
