@@ -1,8 +1,9 @@
 """Cost of checkpointing the replay buffer (what a resumable run pays).
 
 Fills a fresh in-process reverb table (replay.make_replay_table, the humanoid
-spec: obs 67, act 21) through the fast n-step writer (replay.make_writer,
-n = 5) with synthetic 1000-step episodes, then times, for each size in --items:
+spec: obs 67, act 21) through the fast n-step writer (n = 5; acme's Adder API
+over nstep_writer.TransitionWriter, tests/nstep_adder.py) with synthetic
+1000-step episodes, then times, for each size in --items:
   checkpoint   client.checkpoint() into replay.make_checkpointer(dir)
                (what single_process.save() and the distributed learner call)
   size         bytes on disk of that checkpoint
@@ -19,11 +20,15 @@ ratios, and on a shared machine expect +-30 %.
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 
 import common  # noqa: F401  (sys.path for wpo_agent)
 from common import emit_json, peak_rss_mb, print_table
+
+# acme's Adder API over our writer lives with the tests.
+sys.path.insert(0, os.path.join(common._ROOT, 'tests'))  # pylint: disable=protected-access
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
@@ -33,6 +38,7 @@ import reverb  # noqa: E402
 
 from wpo_agent import environments  # noqa: E402
 from wpo_agent import replay  # noqa: E402
+import nstep_adder  # noqa: E402
 
 
 def _dir_bytes(path: str) -> int:
@@ -79,8 +85,8 @@ def main():
   server = reverb.Server([table()], port=None,
                          checkpointer=replay.make_checkpointer(root))
   client = reverb.Client(f'localhost:{server.port}')
-  adder = replay.make_writer(client, table=replay.DEFAULT_TABLE, n_step=5,
-                             discount=0.99)
+  adder = nstep_adder.make_adder(client, table=replay.DEFAULT_TABLE, n_step=5,
+                                 discount=0.99)
   rng = np.random.default_rng(0)
   rows = []
   filled = 0

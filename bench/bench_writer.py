@@ -12,9 +12,11 @@ up to whole episodes, resets included in the timing):
                 (the dm-acme baseline)
   ours_acme     the one-environment actor loop: WPOActor (policy
                 (256,256,256), VariableClient on a StaticVariableSource) +
-                acme's adder (tests/reference/acme_adder.py, make_adder),
+                acme's adder (tests/reference/acme_adder.py, make_adder; the
+                actor feeds it through nstep_adder.AdderActor),
                 fused environment
-  ours_fast     the same + replay.make_writer (nstep_writer.NStepTransitionWriter)
+  ours_fast     the same + our fast n-step writer (nstep_writer.TransitionWriter
+                through acme's Adder API, tests/nstep_adder.py)
   ours_fast_acmeenv  ours_fast on the acme-wrapped environment (shows the
                 fused wrapper's share)
   ours_noadd    ours_fast's loop without any writer (policy + env only)
@@ -40,7 +42,8 @@ import common  # noqa: F401  (sys.path for wpo_agent)
 from common import (Stopwatch, emit_json, load_average, median, print_table,
                     spread)
 
-# The acme reference implementations (test oracles) live in tests/reference.
+# The acme reference implementations (test oracles) live in tests/reference,
+# acme's Adder API over our writer in tests/nstep_adder.py.
 sys.path.insert(0, os.path.join(common._ROOT, 'tests'))  # pylint: disable=protected-access
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
@@ -60,6 +63,7 @@ from wpo_agent import config as config_lib  # noqa: E402
 from wpo_agent import environments  # noqa: E402
 from wpo_agent import networks as networks_lib  # noqa: E402
 from wpo_agent import replay  # noqa: E402
+import nstep_adder  # noqa: E402
 from reference import acme_adder  # noqa: E402
 from reference import acme_wrappers  # noqa: E402
 
@@ -86,11 +90,10 @@ def parse_args(argv=None):
 
 
 class RandomActor(acme.Actor):
-  """Uniform random actions in the spec's bounds, feeding an optional adder."""
+  """Uniform random actions in the spec's bounds."""
 
-  def __init__(self, action_spec, adder=None, seed=0):
+  def __init__(self, action_spec, seed=0):
     self._spec = action_spec
-    self._adder = adder
     self._rng = np.random.default_rng(seed)
 
   def select_action(self, observation):
@@ -99,12 +102,10 @@ class RandomActor(acme.Actor):
                              self._spec.shape).astype(self._spec.dtype)
 
   def observe_first(self, timestep):
-    if self._adder is not None:
-      self._adder.add_first(timestep)
+    pass
 
   def observe(self, action, next_timestep):
-    if self._adder is not None:
-      self._adder.add(action, next_timestep)
+    pass
 
   def update(self, wait=False):
     pass
@@ -209,7 +210,8 @@ class Domain:
 
   def _actor(self, adder):
     client = acting.VariableClient(self.source, 'policy', update_period=1000)
-    return acting.WPOActor(self.policy, client, seed=0, adder=adder)
+    actor = acting.WPOActor(self.policy, client, seed=0)
+    return actor if adder is None else nstep_adder.AdderActor(actor, adder)
 
   def measure(self, variant, sw=None):
     """Runs one measurement; returns (steps, seconds)."""
@@ -229,7 +231,8 @@ class Domain:
             priority_fns={replay.DEFAULT_TABLE: None})
         counter = counting.Counter()
         loop = environment_loop.EnvironmentLoop(
-            env, RandomActor(self.spec.actions, adder), counter=counter,
+            env, nstep_adder.AdderActor(RandomActor(self.spec.actions), adder),
+            counter=counter,
             logger=loggers.NoOpLogger())
         t0 = time.perf_counter()
         loop.run(num_episodes=self.episodes)
@@ -239,8 +242,9 @@ class Domain:
           adder = acme_adder.make_adder(rep.client, table=replay.DEFAULT_TABLE,
                                         n_step=N_STEP, discount=DISCOUNT)
         elif variant in ('ours_fast', 'ours_fast_acmeenv'):
-          adder = replay.make_writer(rep.client, table=replay.DEFAULT_TABLE,
-                                     n_step=N_STEP, discount=DISCOUNT)
+          adder = nstep_adder.make_adder(
+              rep.client, table=replay.DEFAULT_TABLE, n_step=N_STEP,
+              discount=DISCOUNT)
         actor = self._actor(adder)
         actor.select_action(env.reset().observation)  # params to CPU
         t0 = time.perf_counter()

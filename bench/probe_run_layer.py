@@ -1,9 +1,12 @@
 """One measurement for bench_vs_commit.py, against whichever `wpo_agent` is
 on PYTHONPATH (this tree's or an older commit's); prints one JSON line.
 
-Adapts to the two run-layer APIs: before the builder (WPOLearner without a
+Adapts to the run-layer APIs: before the builder (WPOLearner without a
 mesh, [B] batches for K = 1, replay.make_adder, the loop written out in each
-runner) and after it (mesh, [K, B] always, replay.make_writer, loops.ActorLoop).
+runner) and after it (mesh, [K, B] always, loops.ActorLoop), with one
+environment per actor (replay.make_writer, WPOActor(adder=...)) or, since
+issue 13, E environments (acting.VectorActor, replay.make_stream_writer).
+The older calls are those commits' APIs; this tree has only the last ones.
 """
 
 import argparse

@@ -159,6 +159,7 @@ def test_episode_into_replay():
   """A cartpole episode through acme's EnvironmentLoop lands in reverb."""
   import reverb  # pylint: disable=g-import-not-at-top
   from wpo_agent import replay  # pylint: disable=g-import-not-at-top
+  import nstep_adder  # pylint: disable=g-import-not-at-top
   env = environments.make_environment('cartpole', 'swingup', seed=0)
   spec = environments.environment_spec(env)
   nets = networks.make_networks_from_spec(spec, **_kwargs(init_scale=2.0))
@@ -169,12 +170,14 @@ def test_episode_into_replay():
   server = reverb.Server([table], port=None)
   client = reverb.Client(f'localhost:{server.port}')
   n_step = 5
-  adder = replay.make_writer(client, table=replay.DEFAULT_TABLE, n_step=n_step,
-                            discount=0.99)
+  adder = nstep_adder.make_adder(client, table=replay.DEFAULT_TABLE,
+                                 n_step=n_step, discount=0.99)
   source = CountingSource(params)
-  actor = acting.WPOActor(
-      nets.policy, acting.VariableClient(source, update_period=100), seed=0,
-      adder=adder)
+  actor = nstep_adder.AdderActor(
+      acting.WPOActor(nets.policy,
+                      acting.VariableClient(source, update_period=100),
+                      seed=0),
+      adder)
   loop = acme.EnvironmentLoop(env, actor, logger=loggers.NoOpLogger())
   result = loop.run_episode()
   steps = int(result['episode_length'])

@@ -1,4 +1,8 @@
-"""Tests for wpo_agent.nstep_writer: same items as acme's adder (the oracle)."""
+"""Tests for wpo_agent.nstep_writer: same items as acme's adder (the oracle).
+
+TransitionWriter is fed here through acme's Adder API (tests/nstep_adder.py),
+so that it and acme's adder get exactly the same calls.
+"""
 
 import gc
 
@@ -8,8 +12,8 @@ import numpy as np
 import pytest
 import reverb
 
-from wpo_agent import nstep_writer
 from wpo_agent import replay
+import nstep_adder
 from reference import acme_adder
 
 OBS_DIM, ACT_DIM = 3, 2
@@ -109,10 +113,10 @@ def test_same_items_as_acme_adder(n_step):
   server, client = _server('acme', 'fast')
   oracle = _feed(lambda: acme_adder.make_adder(
       client, table='acme', n_step=n_step, discount=0.97), episodes)
-  fast = _feed(lambda: replay.make_writer(client, table='fast', n_step=n_step,
-                                          discount=0.97), episodes)
+  fast = _feed(lambda: nstep_adder.make_adder(
+      client, table='fast', n_step=n_step, discount=0.97), episodes)
   assert isinstance(oracle, acme_adder.BootstrapNStepTransitionAdder)
-  assert isinstance(fast, nstep_writer.NStepTransitionWriter)
+  assert isinstance(fast, nstep_adder.NStepTransitionWriter)
   fast.close()
   del oracle
   gc.collect()
@@ -129,9 +133,9 @@ def test_same_items_as_acme_adder(n_step):
 def test_values_and_order_by_hand():
   """n=3, g=0.5, rewards 1, 2, 4, 8, 16; terminated after 5 steps."""
   server, client = _queue_server()
-  writer = nstep_writer.NStepTransitionWriter(client, 3, 0.5, 'q',
-                                              chunk_length=2,
-                                              max_in_flight_items=2)
+  writer = nstep_adder.NStepTransitionWriter(client, 3, 0.5, 'q',
+                                             chunk_length=2,
+                                             max_in_flight_items=2)
   obs = lambda t: np.full((OBS_DIM,), t, np.float32)  # noqa: E731
   writer.add_first(dm_env.restart(obs(0)))
   rewards, discounts = [1, 2, 4, 8, 16], [1, 1, 0.5, 1, 0]
@@ -161,7 +165,7 @@ def test_values_and_order_by_hand():
 
 def test_api_errors():
   server, client = _server(TABLE)
-  writer = nstep_writer.NStepTransitionWriter(client, 2, 0.9, TABLE)
+  writer = nstep_adder.NStepTransitionWriter(client, 2, 0.9, TABLE)
   ts = dm_env.transition(np.float32(1), np.zeros(OBS_DIM, np.float32))
   with pytest.raises(ValueError, match='add_first'):
     writer.add(np.zeros(ACT_DIM, np.float32), ts)
@@ -171,6 +175,6 @@ def test_api_errors():
   with pytest.raises(NotImplementedError):
     writer.add(np.zeros(ACT_DIM, np.float32), ts, extras={'x': 1})
   with pytest.raises(ValueError):
-    nstep_writer.NStepTransitionWriter(client, 0, 0.9, TABLE)
+    nstep_adder.NStepTransitionWriter(client, 0, 0.9, TABLE)
   writer.close()
   server.stop()

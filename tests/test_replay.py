@@ -10,6 +10,7 @@ import tree
 from wpo_agent import ratio
 from wpo_agent import replay
 from wpo_agent import types
+import nstep_adder
 
 OBS_DIM, ACT_DIM = 2, 1
 SPEC = specs.EnvironmentSpec(
@@ -64,7 +65,7 @@ def test_adder_n_step_values_by_hand(terminal):
   Stored discount is gamma^k * prod d (acme itself would store gamma^(k-1)).
   """
   server, client = _server(_queue_table())
-  adder = replay.make_writer(client, n_step=3, discount=0.5, table='q')
+  adder = nstep_adder.make_adder(client, n_step=3, discount=0.5, table='q')
   last_d = 0.0 if terminal else 1.0
   _run_fake_episode(adder, [1, 2, 4, 8, 16], [1, 1, 1, 1, last_d],
                     dm_env.StepType.LAST)
@@ -90,7 +91,7 @@ def test_adder_matches_reference_with_env_discounts():
   rewards = rng.uniform(-1, 1, T).astype(np.float32)
   discounts = rng.choice([1.0, 0.5], T).astype(np.float32)
   server, client = _server(_queue_table())
-  adder = replay.make_writer(client, n_step=n, discount=gamma, table='q')
+  adder = nstep_adder.make_adder(client, n_step=n, discount=gamma, table='q')
   _run_fake_episode(adder, rewards, discounts, dm_env.StepType.LAST)
 
   def reference(t, k):  # t -> t + k

@@ -149,17 +149,16 @@ class WPOActor(core.Actor):
 
   select_action(obs [O]) -> np.float32 [D] is ONE jitted call per step (the key
   is split inside it). Actions are not clipped: the environment wrapper clips,
-  and replay stores the action as sampled.
+  and replay stores the action as sampled. It writes no replay: the evaluator
+  uses it as it is; tests/nstep_adder.py wraps it to feed an acme adder.
   """
 
   def __init__(self,
                policy_network,
                variable_client: VariableClient,
                seed: int,
-               adder=None,
                deterministic: bool = False):
     self._client = variable_client
-    self._adder = adder
     self._params = _CpuParams(variable_client)
     self._key = self._params.keys([seed])[0]
     self._step = jax.jit(policy_step(policy_network,
@@ -176,12 +175,10 @@ class WPOActor(core.Actor):
     return np.asarray(action, dtype=np.float32)
 
   def observe_first(self, timestep: dm_env.TimeStep) -> None:
-    if self._adder is not None:
-      self._adder.add_first(timestep)
+    """Nothing to record: the loop's writer, not the actor, writes replay."""
 
   def observe(self, action: np.ndarray, next_timestep: dm_env.TimeStep) -> None:
-    if self._adder is not None:
-      self._adder.add(action, next_timestep)
+    """Nothing to record (see observe_first)."""
 
   def update(self, wait: bool = False) -> None:
     self._client.update(wait)

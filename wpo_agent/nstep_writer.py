@@ -1,47 +1,31 @@
-"""Lean n-step transition writers into reverb: per transition, or per chunk.
+"""n-step transition writers into reverb: one item per transition, or per chunk.
 
 An actor's E environments are E streams of `nstep.NStepStreams`; each round
-(one step of every environment) gives the transitions it completes, and a
-writer sends them to a reverb table:
+(one step of every stream) gives the transitions it completes, and a writer
+sends them to a reverb table:
 
-  TransitionWriter  one item per transition, a `types.Batch` row (the table
-                    signature `replay.transition_signature`): the reverb
-                    backend's table, which samples items. Its items are
-                    exactly dm-acme 0.4.0's NStepTransitionAdder's storing the
-                    full bootstrap discount (oracle: tests/reference/
-                    acme_adder.py), at a fraction of its cost.
-  ChunkWriter       one item per L transitions in arrival order, a Batch of
-                    [L, ...] columns (`replay.transition_signature(spec, L)`):
-                    the device backend's transport queue, which the learner
-                    drains and unpacks, so the per-item cost (reverb append,
-                    item creation, transport) is paid once per L transitions.
-  NStepTransitionWriter  the acme Adder API (add_first/add/reset) over a
-                    one-stream TransitionWriter.
+  TransitionWriter  one item per transition (a `types.Batch` row): the reverb
+                    backend's sampled table. Its items are dm-acme 0.4.0's
+                    NStepTransitionAdder's with the full bootstrap discount
+                    (tests/test_nstep_writer.py compares them bit for bit).
+  ChunkWriter       one item per L transitions ([L, ...] columns): the device
+                    backend's transport queue, so the per-item costs (append,
+                    item creation, transport) are paid once per L transitions.
 
-Why they are cheaper than acme's adder: no dm-tree work and no reverb python
-history objects per step (one C++ `Append` of a flat 5-column step and one
-`CreateItem` on reverb's pybind TrajectoryWriter); the n-step sums of all
-open windows of all streams are updated together in numpy; flow control is
-a bounded number of unconfirmed items checked periodically instead of a
-blocking flush after every item. A transition stores s_t and s_{t+k} itself,
-so an observation is stored twice; acme's items reference shared cells.
-
-Flow control: at most `max_in_flight_items` (+ flush period) items are
-unconfirmed, so a blocking rate limiter or a full transport queue throttles
-the actor. TransitionWriter also flushes and waits at each episode end (like
-acme's end_episode), so an episode's items are sampleable promptly.
-ChunkWriter holds the last < L transitions until its chunk fills: `flush()`
-and `close()` do not send a partial chunk (the table's items have L rows).
-
-Limits: flat array observations and actions (no nests), no extras, one table,
-uniform priority.
+Why cheaper than acme's adder: reverb's C++ TrajectoryWriter is called
+directly (one `Append` of a flat 5-column step, one `CreateItem`), with no
+per-step dm-tree work or reverb python history objects, and the n-step sums
+of all open windows are updated together in numpy. A transition stores s_t and
+s_{t+k} itself (acme's items share cells), so observations are stored twice.
+Flow control: at most `max_in_flight_items` (+ the flush period) unconfirmed
+items, so a blocking rate limiter or a full queue throttles the actor.
+Limits: flat array observations and actions, no extras, one table, uniform
+priority.
 """
 
 import logging
 from typing import Optional
 
-from acme.adders import base as acme_adders_base
-import dm_env
 import numpy as np
 import reverb
 from reverb import pybind as reverb_pybind
@@ -204,17 +188,20 @@ class _Writer:
 
 
 class TransitionWriter(_Writer):
-  """One reverb item per n-step transition (see the module docstring)."""
+  """One reverb item per n-step transition.
+
+  At each episode end it also flushes and waits (like acme's end_episode), so
+  an episode's items can be sampled promptly.
+  """
 
   def __init__(self, client: reverb.Client, *, num_streams: int, n_step: int,
                discount: float, table: str, priority: float = 1.0,
                chunk_length: int = 32, max_in_flight_items: int = 128,
                flush_period: int = 32,
                get_signature_timeout_ms: int = 300_000):
-    """`chunk_length`: steps (transitions) per reverb chunk (the default's
-    measurements: BUILD_NOTES.md, "Actor loop"). `max_in_flight_items`: items
-    unconfirmed by the server before the actor blocks, checked every
-    `flush_period` items."""
+    """`chunk_length`: transitions per reverb chunk (why 32: BUILD_NOTES.md,
+    "Actor loop"). `max_in_flight_items`: items unconfirmed by the server
+    before the actor blocks, checked every `flush_period` items."""
     super().__init__(client, num_streams=num_streams, n_step=n_step,
                      discount=discount, table=table, rows_per_item=0,
                      priority=priority, chunk_length=chunk_length,
@@ -242,7 +229,11 @@ class TransitionWriter(_Writer):
 
 
 class ChunkWriter(_Writer):
-  """One reverb item per `rows_per_item` transitions (module docstring)."""
+  """One reverb item per `rows_per_item` transitions, in arrival order.
+
+  The last transitions that do not fill a chunk wait for the next ones:
+  flush() and close() send no partial chunk (the table's items have L rows).
+  """
 
   def __init__(self, client: reverb.Client, *, num_streams: int, n_step: int,
                discount: float, table: str, rows_per_item: int,
@@ -281,62 +272,3 @@ class ChunkWriter(_Writer):
   def pending_rows(self) -> int:
     """Transitions held for the next chunk (not yet in any item)."""
     return self._filled
-
-
-class NStepTransitionWriter(acme_adders_base.Adder):
-  """acme's Adder API over a one-stream `TransitionWriter`.
-
-  An episode ends with a LAST timestep (all its items are then written and
-  flushed) or with reset() (drops the unfinished windows, like acme's
-  reset). add_first during an unfinished episode resets first.
-  """
-
-  def __init__(self, client: reverb.Client, n_step: int, discount: float,
-               table: str, **kwargs):
-    self._writer = TransitionWriter(client, num_streams=1, n_step=n_step,
-                                    discount=discount, table=table, **kwargs)
-    self.n_step = n_step
-    self._steps = -1  # adds in the current episode; -1: no episode open
-
-  def add_first(self, timestep: dm_env.TimeStep) -> None:
-    if not timestep.first():
-      raise ValueError('adder.add_first with an initial timestep (i.e. one for '
-                       'which timestep.first() is True')
-    if self._steps > 0:  # an unfinished episode: drop it, as reset() does
-      self.reset()
-    self._writer.start(0, timestep.observation)
-    self._steps = 0
-
-  def add(self, action, next_timestep: dm_env.TimeStep, extras=()) -> None:
-    if self._steps < 0:
-      raise ValueError('adder.add_first must be called before adder.add.')
-    if extras is not None and not (hasattr(extras, '__len__') and
-                                   len(extras) == 0):
-      raise NotImplementedError('extras are not supported: an item is a '
-                                'types.Batch row')
-    last = next_timestep.last()
-    self._writer.add(actions=np.asarray(action)[None],
-                     rewards=np.asarray(next_timestep.reward)[None],
-                     discounts=np.asarray(next_timestep.discount)[None],
-                     next_observations=np.asarray(
-                         next_timestep.observation)[None],
-                     last=np.array([last]))
-    self._steps = -1 if last else self._steps + 1
-
-  def reset(self, timeout_ms: Optional[int] = None) -> None:
-    """Flushes written items and drops the current episode's open windows."""
-    self._writer.reset(timeout_ms)
-    self._steps = -1
-
-  def flush(self, timeout_ms: Optional[int] = None) -> None:
-    self._writer.flush(timeout_ms)
-
-  def close(self, timeout_ms: Optional[int] = 10_000) -> None:
-    self._steps = -1
-    self._writer.close(timeout_ms)
-
-  def __enter__(self) -> 'NStepTransitionWriter':
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()

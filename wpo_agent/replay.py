@@ -13,8 +13,9 @@ R + D V(s_{t+k}) (docs/algorithm.md Sec. 5).
 
 dm-acme 0.4.0's NStepTransitionAdder stores D with ONE FEWER factor of g and
 its learners multiply by g again; we store the full bootstrap discount, so a
-Batch is self-contained. The items are otherwise acme's (the writer's tests
-compare them bit for bit with acme's adder, tests/reference/acme_adder.py).
+Batch is self-contained. The items are otherwise acme's (tests/
+test_nstep_writer.py compares them bit for bit with acme's adder, the oracle in
+tests/reference/acme_adder.py).
 """
 
 from typing import Iterator, Optional, Union
@@ -91,7 +92,8 @@ def make_replay_table(environment_spec: specs.EnvironmentSpec, *,
 
   Args:
     environment_spec: spec of the (wrapped) environment that feeds the writer.
-    name: table name; pass the same to make_writer and make_dataset_iterator.
+    name: table name; pass the same to make_stream_writer and
+      make_dataset_iterator.
     max_size: capacity in transitions.
     min_size: no sampling below this many items.
     samples_per_insert: target ratio for 'sample_to_insert' (counted per
@@ -137,13 +139,6 @@ def make_transport_iterator(server: Union[str, reverb.Client], *, table: str,
       max_in_flight_samples_per_worker=items)
   return device_replay.rechunk(dataset.map(_to_batch).as_numpy_iterator(),
                               chunk_size)
-
-
-def make_writer(client: reverb.Client, *, table: str, n_step: int,
-                discount: float) -> nstep_writer.NStepTransitionWriter:
-  """One environment's n-step transition writer (acme's Adder API)."""
-  return nstep_writer.NStepTransitionWriter(
-      client, n_step=n_step, discount=discount, table=table)
 
 
 def make_stream_writer(client: reverb.Client, *, table: str, n_step: int,
