@@ -16,5 +16,10 @@ setuptools.setup(
         'jax', 'matplotlib', 'mujoco', 'numpy<2', 'optax', 'orbax-checkpoint',
         'protobuf<3.20', 'psutil', 'tensorflow-cpu==2.8.4',
     ],
-    entry_points={'console_scripts': ['wpo-toy=wpo_agent.toy:main']},
+    entry_points={'console_scripts': [
+        'wpo-toy=wpo_agent.analysis.toy:main',
+        'wpo-plot=wpo_agent.analysis.plot:main',
+        'wpo-report=wpo_agent.analysis.report:main',
+        'wpo-video=wpo_agent.analysis.video:main',
+    ]},
 )

@@ -161,7 +161,8 @@ def print_summary(summary) -> None:
         f'  eval curve: {wd}/eval.csv   learner metrics: {wd}/train.csv\n'
         f'  TensorBoard: tensorboard --logdir {wd}/tb   checkpoints: '
         f'{wd}/checkpoints\n'
-        f'  plot: python -m wpo_agent.plot {wd} --out {wd}/curve.png',
+        f'  plot: python -m wpo_agent.analysis.plot {wd} --out '
+        f'{wd}/curve.png',
         flush=True)
 
 

@@ -9,9 +9,10 @@ Examples:
 Each (task, seed) is one `launch/run_local.py` run in WORKDIR/<domain>-<task>/
 seed<seed> (its output in suite_run.log there). Rerunning the same command skips
 finished runs and resumes stopped ones. Ctrl-C / SIGTERM checkpoints every
-running run and exits 0. Suites: wpo_agent/suites.py. Once every run has ended
-(finished or failed), the seed-aggregated report (`python -m wpo_agent.report`,
-with docs/baselines.csv) is written to WORKDIR/report.
+running run and exits 0. Suites: wpo_agent/analysis/suites.py. Once every run
+has ended (finished or failed), the seed-aggregated report (`python -m
+wpo_agent.analysis.report`, with docs/baselines.csv) is written to
+WORKDIR/report.
 """
 
 import contextlib
@@ -34,7 +35,7 @@ from wpo_agent import config as config_lib
 # a bad flag must read as one `error:` line (as in run_local.py).
 with contextlib.redirect_stderr(io.StringIO()):
   from wpo_agent import runs as runs_lib
-  from wpo_agent import suites
+  from wpo_agent.analysis import suites
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('suite', None, f'One of {", ".join(suites.SUITES)}.')
@@ -109,7 +110,8 @@ def main(argv):
 
 def write_report(root: str) -> None:
   """The suite's report; a suite without evaluations yet gets a line why."""
-  from wpo_agent import report  # pylint: disable=g-import-not-at-top
+  from wpo_agent.analysis import report  # pylint: disable=g-import-not-at-top
+  from wpo_agent.analysis import results  # pylint: disable=g-import-not-at-top
   # rliable logs a line per estimate at INFO, which app.run shows.
   logging.set_verbosity(logging.WARNING)
   baselines = os.path.join(REPO, 'docs', 'baselines.csv')
@@ -117,7 +119,7 @@ def write_report(root: str) -> None:
     _, written = report.write_report(
         [root], os.path.join(root, 'report'),
         baselines_path=baselines if os.path.isfile(baselines) else None)
-  except report.ReportError as e:
+  except results.ResultsError as e:
     print(f'No report: {e}', flush=True)
     return
   print('Report: ' + ', '.join(written), flush=True)

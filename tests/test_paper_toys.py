@@ -1,4 +1,5 @@
-"""The paper's toy problems (docs/algorithm.md Secs. 9.1, 9.4), via `wpo_agent.toy`."""
+"""The paper's toy problems (docs/algorithm.md Secs. 9.1, 9.4), via
+`wpo_agent.analysis.toy`."""
 
 import math
 
@@ -6,7 +7,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from wpo_agent import toy
+from wpo_agent.analysis import toy
 
 # (mu, sigma, k, a*). k < 0 is Q = +|k| (a - a*)^2 / 2.
 _CASES = (

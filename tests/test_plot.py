@@ -1,4 +1,5 @@
-"""wpo_agent.plot: curves, the summary table, and one-line CLI errors."""
+"""wpo_agent.analysis.plot: curves, the summary table (its values are
+results.return_at's), and one-line CLI errors."""
 
 import csv
 import json
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from wpo_agent import plot
+from wpo_agent.analysis import plot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ['actor_steps', 'learner_steps', 'eval_return_mean',
@@ -48,27 +49,43 @@ def test_labels(runs):
   assert plot.run_label(c) == 'plain_dir'
 
 
-def test_summary_table_nearest_row_at_or_before(runs):
+def test_summary_table_takes_the_nearest_row_within_ten_percent(runs):
   a, b, c = runs
-  table = plot.summary_table([a, b, c], [999, 1000, 2500, 3000, 10_000])
-  assert table['cartpole-swingup-seed0'] == {999: None, 1000: 10.0,
-                                             2500: 50.0, 3000: 120.0,
-                                             10_000: None}
-  assert table['cartpole-swingup-seed1'] == {999: None, 1000: None,
-                                             2500: 20.0, 3000: 300.0,
-                                             10_000: None}
-  # A run that has not reached a step count has no value there.
-  assert table['plain_dir'] == {999: None, 1000: None, 2500: None, 3000: None,
-                                10_000: None}
-  assert plot.summary_table([c], [500])['plain_dir'] == {500: 1.0}
+  table = plot.summary_table([a, b, c], [999, 1600, 2100, 2500, 2900, 10_000])
+  # a: rows 1000, 2000, 3000. 999: 1000 is 1 away (<= 99.9). 1600: 2000 is 400
+  # away (> 160). 2100: 2000 is 100 away (<= 210). 2500: 2000 and 3000 are
+  # 500 away (> 250). 2900: 3000 is 100 away (<= 290), a row after the step.
+  assert table['cartpole-swingup-seed0'] == {999: 10.0, 1600: None,
+                                             2100: 50.0, 2500: None,
+                                             2900: 120.0, 10_000: None}
+  # b: rows 1500, 3000. 999: 1500 is 501 away; 1600: 100 away (<= 160).
+  assert table['cartpole-swingup-seed1'] == {999: None, 1600: 20.0,
+                                             2100: None, 2500: None,
+                                             2900: 300.0, 10_000: None}
+  assert table['plain_dir'] == {999: None, 1600: None, 2100: None, 2500: None,
+                                2900: None, 10_000: None}
+  # c: one row at 500. 550 is past the run's end but 50 <= 55 away; 560 is 60
+  # > 56 away; 455 is 45 <= 45.5 away, 450 is 50 > 45 away.
+  assert plot.summary_table([c], [450, 455, 500, 550, 560])['plain_dir'] == {
+      450: None, 455: 1.0, 500: 1.0, 550: 1.0, 560: None}
   text = plot.format_markdown_table(table)
   lines = text.splitlines()
-  assert lines[0] == ('| run | actor_steps=999 | actor_steps=1000 | '
-                      'actor_steps=2500 | actor_steps=3000 | '
-                      'actor_steps=10000 |')
-  assert lines[2] == ('| cartpole-swingup-seed0 | - | 10.0 | 50.0 | 120.0 '
-                      '| - |')
+  assert lines[0] == ('| run | actor_steps=999 | actor_steps=1600 | '
+                      'actor_steps=2100 | actor_steps=2500 | '
+                      'actor_steps=2900 | actor_steps=10000 |')
+  assert lines[2] == ('| cartpole-swingup-seed0 | 10.0 | - | 50.0 | - | '
+                      '120.0 | - |')
   assert len(lines) == 5
+
+
+def test_summary_table_tie_goes_to_the_later_row_and_nan_rows_are_skipped(
+    tmp_path):
+  run = make_run(tmp_path, 'tie', [(900, 1.0), (1100, 2.0), (2000, 3.0),
+                                   (2100, float('nan'))])
+  # 1000: 900 and 1100 are both 100 away: the later one. 2060: the row at 2100
+  # is nearer (40) but not a number; 2000 is 60 away, within 206.
+  assert plot.summary_table([run], [1000, 2060])['tie'] == {1000: 2.0,
+                                                           2060: 3.0}
 
 
 def test_duplicate_labels_are_disambiguated(tmp_path):
@@ -154,19 +171,19 @@ def test_bad_metric_and_table(runs, tmp_path, capsys):
 
 
 def test_module_cli(runs, tmp_path):
-  """`python -m wpo_agent.plot`: exit 2 and one line, no traceback."""
+  """`python -m wpo_agent.analysis.plot`: exit 2 and one line, no traceback."""
   env = dict(os.environ, MPLBACKEND='Agg')
   proc = subprocess.run(
-      [sys.executable, '-m', 'wpo_agent.plot', str(tmp_path / 'missing'),
-       '--out', str(tmp_path / 'x.png')],
+      [sys.executable, '-m', 'wpo_agent.analysis.plot',
+       str(tmp_path / 'missing'), '--out', str(tmp_path / 'x.png')],
       cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().count('\n') == 0
   assert 'Traceback' not in proc.stderr
   out = str(tmp_path / 'ok.png')
   proc = subprocess.run(
-      [sys.executable, '-m', 'wpo_agent.plot', runs[0], runs[1], '--out', out,
-       '--table', '3000'],
+      [sys.executable, '-m', 'wpo_agent.analysis.plot', runs[0], runs[1],
+       '--out', out, '--table', '3000'],
       cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
   assert proc.returncode == 0, proc.stderr
   assert os.path.exists(out)

@@ -1,4 +1,5 @@
-"""wpo_agent.report and .stats: rliable against hand-computed values; the CLI."""
+"""wpo_agent.analysis.report, .results and .stats: rliable against
+hand-computed values; one return at a step for plot and report; the CLI."""
 
 import csv
 import os
@@ -8,9 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from wpo_agent import report
-from wpo_agent import report_plots
-from wpo_agent import stats
+from wpo_agent.analysis import plot
+from wpo_agent.analysis import report
+from wpo_agent.analysis import report_plots
+from wpo_agent.analysis import results
+from wpo_agent.analysis import stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ['actor_steps', 'learner_steps', 'eval_return_mean',
@@ -35,18 +38,40 @@ def columns(steps, returns):
 
 def test_return_at_takes_the_nearest_evaluation_within_ten_percent():
   c = columns([0, 9800, 10240, 20000], [1, 2, 3, 4])
-  assert report.return_at(c, 10000) == 2       # 200 away beats 240
-  assert report.return_at(c, 15000) is None    # nothing within 1,500
-  assert report.return_at(c, 22000) == 4       # 2,000 <= 2,200
-  assert report.return_at(c, 23000) is None
-  assert report.return_at(c, report.FINAL) == 4
-  assert report.return_at(columns([9900, 10100], [5, 6]), 10000) == 6
-  assert report.return_at(columns([5, 10], [7, float('nan')]),
-                          report.FINAL) == 7
+  assert results.return_at(c, 10000) == 2       # 200 away beats 240
+  assert results.return_at(c, 15000) is None    # nothing within 1,500
+  assert results.return_at(c, 22000) == 4       # 2,000 <= 2,200
+  assert results.return_at(c, 23000) is None
+  assert results.return_at(c, 0) == 1           # step 0: only a row at 0
+  assert results.return_at(c, results.FINAL) == 4
+  # A tie (100 below, 100 above): the later evaluation.
+  assert results.return_at(columns([9900, 10100], [5, 6]), 10000) == 6
+  assert results.return_at(columns([5, 10], [7, float('nan')]),
+                           results.FINAL) == 7
+
+
+def test_plot_table_and_report_agree_where_the_old_rules_disagreed(tmp_path):
+  # Rows at 40,000 and 50,400, asked at 50,000. plot's old rule (the latest
+  # row at or before the step) gave 40,000's 100; the report's (the nearest
+  # row within 10%: 5,000) gave 50,400's 200. Both now take results.return_at.
+  write_run(tmp_path / 'ours', 'cartpole-swingup', 0,
+            [(40000, 100), (50400, 200)])
+  table = plot.summary_table(
+      [results.run_dir(str(tmp_path / 'ours'), 'cartpole-swingup', 0)],
+      [50000])
+  assert table == {'seed0': {50000: 200.0}}
+  assert plot.format_markdown_table(table).splitlines()[2] == (
+      '| seed0 | 200.0 |')
+  data = results.load_suite(str(tmp_path / 'ours'))
+  assert report.scores_at(data['cartpole-swingup'], 50000) == {0: 200.0}
+  assert report.task_table({'ours': data}, ['cartpole-swingup'], [50000],
+                           reps=REPS, seed=0).splitlines()[2] == (
+                               '| cartpole-swingup | ours | 1 | '
+                               '200.0 (1 seed) |')
 
 
 def test_distinct_steps_merges_one_schedule_seen_by_several_evaluators():
-  assert report.distinct_steps(
+  assert results.distinct_steps(
       [20000, 10112, 0, 10000, 10240, float('nan'), 30500]) == [
           10000, 20000, 30500]
 
@@ -90,7 +115,7 @@ def test_score_matrix_keeps_the_seeds_every_task_has(tmp_path):
   write_run(tmp_path, 'a-x', 1, [(100, 300)])
   write_run(tmp_path, 'b-y', 1, [(100, 500)])
   write_run(tmp_path, 'b-y', 2, [(100, 700)])
-  data = report.load_suite(str(tmp_path))
+  data = results.load_suite(str(tmp_path))
   assert sorted(data) == ['a-x', 'b-y']
   np.testing.assert_allclose(
       report.score_matrix(data, ['a-x', 'b-y'], 100), [[0.3, 0.5]])
@@ -108,7 +133,7 @@ def test_baselines_beside_ours_at_the_baselines_steps(tmp_path):
                   'MPO,walker,run,1000000,700,Other 2021 Fig. 2,\n')
   baselines = report.read_baselines(str(path))
   assert [b.task for b in baselines] == ['cheetah-run'] * 2 + ['walker-run']
-  table = report.baseline_table({'ours': report.load_suite(str(suite))},
+  table = report.baseline_table({'ours': results.load_suite(str(suite))},
                                 baselines, reps=REPS, seed=0)
   lines = table.splitlines()
   assert len(lines) == 4  # header, rule, one row per cheetah baseline
@@ -130,9 +155,10 @@ def test_bad_baselines_file(tmp_path, text, fragment):
 
 
 def cli(*args, cwd):
-  return subprocess.run([sys.executable, '-m', 'wpo_agent.report', *args],
-                        capture_output=True, text=True, cwd=cwd, timeout=300,
-                        env=dict(os.environ, PYTHONPATH=REPO))
+  return subprocess.run(
+      [sys.executable, '-m', 'wpo_agent.analysis.report', *args],
+      capture_output=True, text=True, cwd=cwd, timeout=300,
+      env=dict(os.environ, PYTHONPATH=REPO))
 
 
 def write_mixture_train_csv(run_dir):

@@ -84,7 +84,7 @@ def test_short_single_process_run(tmp_path):
   assert ('finished: cartpole-swingup, 300 actor steps, 200 learner steps'
           in out)
   assert f'{workdir}/eval.csv' in out
-  assert 'python -m wpo_agent.plot' in out
+  assert 'python -m wpo_agent.analysis.plot' in out
   assert (workdir / 'eval.csv').exists()
   assert (workdir / 'checkpoints').is_dir()
 

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from wpo_agent import suites
+from wpo_agent.analysis import suites
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config=small', '--single_process', '--eval_every=1000',

@@ -1,4 +1,5 @@
-"""Tests of the toy CLI, `python -m wpo_agent.toy` (in-process and one subprocess)."""
+"""Tests of the toy CLI, `python -m wpo_agent.analysis.toy` (in-process and one
+subprocess)."""
 
 import json
 import os
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from wpo_agent import toy
+from wpo_agent.analysis import toy
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +41,7 @@ def test_gaussian_no_fisher_table(capsys):
 def test_gaussian_json_subprocess():
   env = dict(os.environ, MUJOCO_GL='egl', JAX_PLATFORMS='cpu')
   proc = subprocess.run(
-      [sys.executable, '-m', 'wpo_agent.toy', 'gaussian', '--mu', '1',
+      [sys.executable, '-m', 'wpo_agent.analysis.toy', 'gaussian', '--mu', '1',
        '--sigma', '1', '--k', '1', '--a-star', '0', '--samples', '100000',
        '--json'], cwd=_REPO, env=env, capture_output=True, text=True,
       timeout=120, check=False)

@@ -1,5 +1,5 @@
-"""python -m wpo_agent.video as a user runs it: the video of a real short run,
-read back, and one `error:` line for bad input.
+"""python -m wpo_agent.analysis.video as a user runs it: the video of a real
+short run, read back, and one `error:` line for bad input.
 
 The run (launch/run_local.py, ~30 s) evaluates once, at its end, and then
 saves its checkpoint: so eval.csv's one row is the return of the run's own
@@ -23,9 +23,9 @@ STEPS = 300  # actor steps of the run; the checkpoint's step
 
 def video(*args, env=None, timeout=300):
   env = dict(os.environ, MUJOCO_GL='egl', **(env or {}))
-  return subprocess.run([sys.executable, '-m', 'wpo_agent.video', *args],
-                        cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(
+      [sys.executable, '-m', 'wpo_agent.analysis.video', *args], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def error_lines(proc):

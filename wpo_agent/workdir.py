@@ -7,7 +7,9 @@
   eval.csv, train.csv, tb/   outputs, appended to across resumes (logs.py)
   control/      the distributed program's control files (distributed/control.py)
   logs/         the distributed program's per-node logs (supervisor.py)
-  videos/       python -m wpo_agent.video
+  videos/       python -m wpo_agent.analysis.video
+  suite_run.log a run's output when the suite runner started it
+                (analysis/suites.py)
   run.lock      held by every process of a live run (lifetime.py)
   host_<i>/     host i's own workdir in a run on several hosts (i >= 1)
 
@@ -69,6 +71,10 @@ class Workdir:
   @property
   def videos(self) -> str:
     return self._path('videos')
+
+  @property
+  def suite_log(self) -> str:
+    return self._path('suite_run.log')
 
   @property
   def lock(self) -> str:

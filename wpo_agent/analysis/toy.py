@@ -1,4 +1,4 @@
-"""Paper toy problems for WPO (docs/algorithm.md Sec. 9; paper Sec. 4 / Fig. 3).
+r"""Paper toy problems for WPO (docs/algorithm.md Sec. 9; paper Sec. 4 / Fig. 3).
 
 `gaussian_update` is the Monte Carlo natural WPO update of a state-independent
 Gaussian under the quadratic Q(a) = -k (a - a*)^2 / 2, next to its closed form.
@@ -7,8 +7,9 @@ Q(a) = -a^4/100 + a^2 with WPO or with the score-function policy gradient.
 The tests (tests/test_paper_toys.py, tests/test_toy_cli.py) use these functions,
 so the CLI and the tests share one implementation:
 
-    python -m wpo_agent.toy gaussian --mu 1 --sigma 1 --k 1 --a-star 0 --json
-    python -m wpo_agent.toy mixture --steps 3000 --plot /tmp/fig3.png
+    python -m wpo_agent.analysis.toy gaussian --mu 1 --sigma 1 --k 1 \
+        --a-star 0 --json
+    python -m wpo_agent.analysis.toy mixture --steps 3000 --plot /tmp/fig3.png
 """
 
 import argparse
@@ -259,7 +260,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser():
   parser = _Parser(
-      prog='python -m wpo_agent.toy', description=__doc__.split('\n\n')[0],
+      prog='python -m wpo_agent.analysis.toy',
+      description=__doc__.split('\n\n')[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   sub = parser.add_subparsers(dest='command', required=True)
 

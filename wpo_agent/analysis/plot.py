@@ -1,6 +1,6 @@
 r"""Learning curves and summary tables from run directories.
 
-  python -m wpo_agent.plot RUN_DIR [RUN_DIR ...] --out curve.png \
+  python -m wpo_agent.analysis.plot RUN_DIR [RUN_DIR ...] --out curve.png \
       [--metric eval_return_mean] [--x actor_steps] [--title TITLE] \
       [--table 10000,50000,100000]
 
@@ -8,56 +8,23 @@ Each RUN_DIR holds the `eval.csv` written by training (columns actor_steps,
 learner_steps, eval_return_mean, eval_return_std, wall_time). One line per run,
 labelled `domain-task-seedN` from the run's config.json (else the directory
 name), with a +-std band when the metric has a `_mean`/`_std` pair. `--table`
-prints a markdown table of the metric at fixed actor-step counts (the latest
-eval row at or before each count; '-' where a run has not reached it). Bad
-inputs give a one-line `error:` on stderr and exit code 2.
+prints a markdown table of the metric at fixed actor-step counts: the
+evaluation nearest each count within +-10% of it (`results.return_at`, as in
+the report); '-' where a run has none. Bad inputs give a one-line `error:` on
+stderr and exit code 2.
 """
 
 import argparse
-import csv
-import math
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
 from wpo_agent import workdir as workdir_lib
+from wpo_agent.analysis import results
 
 
-class PlotError(Exception):
+class PlotError(results.ResultsError):
   """Unusable input: printed as one line by the CLI (exit code 2)."""
-
-
-def read_eval_csv(run_dir: str) -> Dict[str, List[float]]:
-  """Columns of `<run_dir>/eval.csv` as float lists (rows sorted by actor_steps).
-
-  Rows with a non-numeric value in a column give NaN in that column. Raises
-  PlotError for a missing directory, a missing file, or a file without rows.
-  """
-  if not os.path.isdir(run_dir):
-    raise PlotError(f'{run_dir}: no such run directory')
-  path = workdir_lib.Workdir(run_dir).eval_csv
-  if not os.path.isfile(path):
-    raise PlotError(f'{run_dir}: no {os.path.basename(path)} (has this run '
-                    'evaluated yet?)')
-  with open(path, newline='') as f:
-    rows = list(csv.DictReader(f))
-  if not rows:
-    raise PlotError(f'{path}: no evaluation rows')
-  columns: Dict[str, List[float]] = {name: [] for name in rows[0]}
-  for row in rows:
-    for name in columns:
-      columns[name].append(_float(row.get(name)))
-  if 'actor_steps' in columns:
-    order = sorted(range(len(rows)), key=lambda i: columns['actor_steps'][i])
-    columns = {k: [v[i] for i in order] for k, v in columns.items()}
-  return columns
-
-
-def _float(text: Optional[str]) -> float:
-  try:
-    return float(text)
-  except (TypeError, ValueError):
-    return math.nan
 
 
 def run_label(run_dir: str) -> str:
@@ -77,45 +44,26 @@ def _unique_labels(run_dirs: Sequence[str]) -> List[str]:
           for label, d in zip(labels, run_dirs)]
 
 
-def check_column(columns: Dict[str, List[float]], name: str, run_dir: str):
-  if name not in columns:
-    raise PlotError(f'{workdir_lib.Workdir(run_dir).eval_csv}: no column '
-                    f'{name!r}; columns: '
-                    f'{", ".join(columns)}')
-  return columns[name]
-
-
-def value_at(columns: Dict[str, List[float]], step: float,
-             metric: str = 'eval_return_mean',
-             x: str = 'actor_steps') -> Optional[float]:
-  """`metric` of the latest row with `x` <= step.
-
-  None if there is no such row, or if the run has not reached `step` (its last
-  row has `x` < step): a run that ended early has no value there.
-  """
-  if not columns[x] or max(columns[x]) < step:
-    return None
-  best = None
-  for xv, yv in zip(columns[x], columns[metric]):
-    if xv <= step and (best is None or xv >= best[0]):
-      best = (xv, yv)
-  return None if best is None else best[1]
-
-
 def summary_table(run_dirs: Sequence[str], at_steps: Sequence[int],
                   metric: str = 'eval_return_mean',
                   x: str = 'actor_steps') -> Dict[str, Dict[int, Optional[float]]]:
-  """{run label: {step: metric at the latest eval row at or before step}}.
-
-  A step before a run's first evaluation or after its last one maps to None.
+  """{run label: {step: metric at step}}, by `results.return_at`: the
+  evaluation nearest to the step within +-10% of it, None where there is none.
   """
   table = {}
   for run_dir, label in zip(run_dirs, _unique_labels(run_dirs)):
-    columns = read_eval_csv(run_dir)
-    check_column(columns, metric, run_dir)
-    check_column(columns, x, run_dir)
-    table[label] = {int(s): value_at(columns, s, metric, x) for s in at_steps}
+    columns = _read(run_dir, metric, x)
+    table[label] = {int(s): results.return_at(columns, s, metric, x)
+                    for s in at_steps}
   return table
+
+
+def _read(run_dir: str, metric: str, x: str) -> results.Columns:
+  """RUN_DIR's eval.csv columns; ResultsError if `metric` or `x` is absent."""
+  columns = results.read_eval_csv(run_dir)
+  results.check_column(columns, metric, run_dir)
+  results.check_column(columns, x, run_dir)
+  return columns
 
 
 def format_markdown_table(table: Dict[str, Dict[int, Optional[float]]],
@@ -133,10 +81,7 @@ def plot_runs(run_dirs: Sequence[str], out: str,
               metric: str = 'eval_return_mean', x: str = 'actor_steps',
               title: Optional[str] = None) -> str:
   """Writes the curves of `run_dirs` to the image `out`; returns `out`."""
-  data = [read_eval_csv(d) for d in run_dirs]  # validate before plotting
-  for d, columns in zip(run_dirs, data):
-    check_column(columns, metric, d)
-    check_column(columns, x, d)
+  data = [_read(d, metric, x) for d in run_dirs]  # validate before plotting
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -173,23 +118,10 @@ def plot_runs(run_dirs: Sequence[str], out: str,
   return out
 
 
-def parse_steps(text: str, flag: str = '--table') -> List[int]:
-  """'10000,5e4' -> [10000, 50000]; PlotError naming `flag` otherwise."""
-  try:
-    steps = [int(float(s)) for s in text.split(',') if s.strip()]
-  except ValueError:
-    steps = []
-  if not steps or min(steps) < 1:
-    raise PlotError(f'{flag} {text!r}: expected comma-separated actor step '
-                    'counts >= 1, e.g. 10000,50000,100000')
-  return steps
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog='python -m wpo_agent.plot',
-      description='Plot eval curves (eval.csv) of one or more WPO runs.')
-  parser.add_argument('run_dirs', nargs='+', metavar='RUN_DIR')
+  parser = results.arg_parser(
+      'plot', 'Plot eval curves (eval.csv) of one or more WPO runs.',
+      'RUN_DIR')
   parser.add_argument('--out', help='output image, e.g. curve.png')
   parser.add_argument('--metric', default='eval_return_mean')
   parser.add_argument('--x', default='actor_steps')
@@ -198,21 +130,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='print a markdown table of the metric at these '
                       'comma-separated actor step counts')
   args = parser.parse_args(argv)
-  try:
-    if args.out is None and args.table is None:
-      raise PlotError('nothing to do: give --out FILE.png and/or --table STEPS')
-    if args.table is not None:
-      table = summary_table(args.run_dirs, parse_steps(args.table),
-                            args.metric, args.x)
-      print(format_markdown_table(table, args.x))
-    if args.out is not None:
-      plot_runs(args.run_dirs, args.out, args.metric, args.x, args.title)
-      print(f'wrote {args.out}')
-  except (PlotError, OSError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  return 0
+  return results.run_cli(lambda: _plot_and_tabulate(args))
 
+
+def _plot_and_tabulate(args: argparse.Namespace) -> None:
+  if args.out is None and args.table is None:
+    raise PlotError('nothing to do: give --out FILE.png and/or --table STEPS')
+  if args.table is not None:
+    table = summary_table(args.run_dirs,
+                          results.parse_steps(args.table, '--table'),
+                          args.metric, args.x)
+    print(format_markdown_table(table, args.x))
+  if args.out is not None:
+    plot_runs(args.run_dirs, args.out, args.metric, args.x, args.title)
+    print(f'wrote {args.out}')
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -1,6 +1,6 @@
 r"""A video of a run's policy: its newest checkpoint, acting deterministically.
 
-  python -m wpo_agent.video RUN_DIR [--episodes 1] [--out FILE.mp4] \
+  python -m wpo_agent.analysis.video RUN_DIR [--episodes 1] [--out FILE.mp4] \
       [--width 320] [--height 240] [--camera 0] [--fps FPS] [--seed SEED]
 
 Loads the newest checkpoint in RUN_DIR (task and network sizes from its
@@ -58,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> _Parser:
-  parser = _Parser(prog='python -m wpo_agent.video',
+  parser = _Parser(prog='python -m wpo_agent.analysis.video',
                    description=__doc__.split('\n\n')[0])
   parser.add_argument('run_dir', metavar='RUN_DIR')
   parser.add_argument('--episodes', type=int, default=1,
@@ -103,12 +103,12 @@ def check_run_dir(run_dir: str) -> None:
                      'of a training run)')
   paths = workdir_lib.Workdir(run_dir)
   if not os.path.isfile(paths.config):
-    raise VideoError(f'{run_dir}: no config.json (not the --workdir of a '
-                     'training run)')
+    raise VideoError(f'{run_dir}: no {os.path.basename(paths.config)} (not '
+                     'the --workdir of a training run)')
   if not paths.checkpoint_steps():
-    raise VideoError(f'{run_dir}: no checkpoint in {run_dir}/checkpoints '
-                     '(a run saves one every --checkpoint_every seconds and '
-                     'when it stops)')
+    raise VideoError(f'{run_dir}: no checkpoint in {paths.checkpoints} (a run '
+                     'saves one every --checkpoint_every seconds and when it '
+                     'stops)')
 
 
 def _one_line(error: BaseException) -> str:
@@ -135,9 +135,9 @@ def load_run(run_dir: str, seed: Optional[int]):
   from wpo_agent import config as config_lib
   from wpo_agent import environments
   from wpo_agent import runs
-  path = workdir_lib.Workdir(run_dir).config
+  paths = workdir_lib.Workdir(run_dir)
   try:
-    saved = workdir_lib.Workdir(run_dir).read_config()
+    saved = paths.read_config()
     # Fields this version does not know (a newer writer) are left out.
     known = lambda cls, d: {f.name: d[f.name] for f in dataclasses.fields(cls)
                             if f.name in d}
@@ -146,8 +146,8 @@ def load_run(run_dir: str, seed: Optional[int]):
     config = config_lib.WPOConfig(**known(config_lib.WPOConfig,
                                           saved['config']))
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise VideoError(f'{path}: not a usable run config ({_one_line(e)})'
-                     ) from None
+    raise VideoError(f'{paths.config}: not a usable run config '
+                     f'({_one_line(e)})') from None
   env_seed, policy_seed = runs.evaluator_seeds(run)
   seed = env_seed if seed is None else seed
   return run, config, environments.make_environment(
@@ -313,8 +313,8 @@ def _render_failed(argv: Sequence[str], reason: str) -> int:
     # environment, which its osmesa backend refuses.
     env = dict(os.environ, MUJOCO_GL='osmesa', PYOPENGL_PLATFORM='osmesa',
                **{_EGL_FAILURE_ENV: reason})
-    return subprocess.call([sys.executable, '-m', 'wpo_agent.video', *argv],
-                           env=env)
+    return subprocess.call(
+        [sys.executable, '-m', 'wpo_agent.analysis.video', *argv], env=env)
   tried = f'MUJOCO_GL={backend} ({reason})'
   if os.environ.get(_EGL_FAILURE_ENV):
     tried = f'MUJOCO_GL=egl ({os.environ[_EGL_FAILURE_ENV]}), then {tried}'

@@ -1,6 +1,6 @@
 r"""Seed-aggregated results of suites, as Agarwal et al. (2021) report them.
 
-  python -m wpo_agent.report SUITE_DIR [SUITE_DIR ...] [--out DIR] \
+  python -m wpo_agent.analysis.report SUITE_DIR [SUITE_DIR ...] [--out DIR] \
       [--steps 10000,50000,100000] [--baselines docs/baselines.csv] \
       [--reps 2000] [--seed 0]
 
@@ -19,117 +19,45 @@ two suites run with different `--set`s compare side by side. Written to --out
   with 95% CIs at the last step every method reached.
 
 The statistics are rliable's (the paper's own library); this module only
-arranges scores for it. A run's return at step S is its evaluation nearest to S
-within +-10% of S (a distributed evaluator lands near, not on, its schedule);
-runs without one are left out there. The `final` column is each run's last
-evaluation, which is where a budget-stopped run reports its end.
+arranges scores for it. A run's return at step S is `results.return_at`'s (as
+in plot's table): its evaluation nearest to S within +-10% of S (a distributed
+evaluator lands near, not on, its schedule); runs without one are left out
+there. The `final` column is each run's last evaluation, which is where a
+budget-stopped run reports its end.
 """
 
 import argparse
 import csv
 import os
-import re
 import sys
-from typing import (Dict, List, NamedTuple, Optional, Sequence, Tuple,
-                    Union)
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from wpo_agent import plot
-from wpo_agent import stats
-from wpo_agent import workdir as workdir_lib
-from wpo_agent.stats import Estimate
+from wpo_agent.analysis import results
+from wpo_agent.analysis import stats
+from wpo_agent.analysis.results import FINAL, Baseline, Step, SuiteData
+from wpo_agent.analysis.stats import Estimate
 
 MAX_RETURN = 1000.0  # every Control Suite task's return lies in [0, 1000]
 BASELINE_COLUMNS = ('algorithm', 'domain', 'task', 'actor_steps', 'return',
                     'source')
-_SEED_DIR = re.compile(r'^seed(\d+)$')
-STEP_TOLERANCE = 0.1  # an evaluation counts for step S within S * (1 +- this)
-FINAL = 'final'  # the step name of each run's last evaluation
-Step = Union[int, str]
-
-# {task: {seed: eval.csv columns}}
-SuiteData = Dict[str, Dict[int, Dict[str, List[float]]]]
+MIXTURE_COLUMN = 'mix_weight_0'  # in train.csv: a mixture policy's run
 
 
-class ReportError(Exception):
+class ReportError(results.ResultsError):
   """Unusable input: printed as one line by the CLI (exit code 2)."""
 
 
-class Baseline(NamedTuple):
-  algorithm: str
-  task: str  # domain-task
-  actor_steps: int
-  value: float
-  source: str
-
-
-def load_suite(suite_dir: str) -> SuiteData:
-  """Every <domain>-<task>/seed<N>/eval.csv under `suite_dir`."""
-  if not os.path.isdir(suite_dir):
-    raise ReportError(f'{suite_dir}: no such suite folder')
-  data: SuiteData = {}
-  for task in sorted(os.listdir(suite_dir)):
-    task_dir = os.path.join(suite_dir, task)
-    if not os.path.isdir(task_dir):
-      continue
-    for seed_dir in os.listdir(task_dir):
-      match = _SEED_DIR.match(seed_dir)
-      run_dir = os.path.join(task_dir, seed_dir)
-      if match and os.path.isfile(workdir_lib.Workdir(run_dir).eval_csv):
-        columns = plot.read_eval_csv(run_dir)
-        for name in ('actor_steps', 'eval_return_mean'):
-          plot.check_column(columns, name, run_dir)
-        data.setdefault(task, {})[int(match.group(1))] = columns
-  if not data:
-    raise ReportError(f'{suite_dir}: no <domain>-<task>/seed<N>/eval.csv in it '
-                      '(is it a suite folder written by launch/run_suite.py?)')
-  return data
-
-
-def return_at(columns: Dict[str, List[float]], step: Step) -> Optional[float]:
-  """The eval return nearest to `step` within the tolerance (or the last)."""
-  rows = [(x, y) for x, y in zip(columns['actor_steps'],
-                                 columns['eval_return_mean'])
-          if np.isfinite(x) and np.isfinite(y)]
-  if step == FINAL:
-    return rows[-1][1] if rows else None
-  near = [(abs(x - step), -x, y) for x, y in rows
-          if abs(x - step) <= STEP_TOLERANCE * step]
-  return min(near)[2] if near else None  # ties: the later evaluation
-
-
-def scores_at(runs: Dict[int, Dict[str, List[float]]], step: Step
+def scores_at(runs: Dict[int, results.Columns], step: Step
               ) -> Dict[int, float]:
   """{seed: eval return at `step`} for the runs that have one there."""
   out = {}
   for seed, columns in sorted(runs.items()):
-    value = return_at(columns, step)
+    value = results.return_at(columns, step)
     if value is not None:
       out[seed] = value
   return out
-
-
-def distinct_steps(steps) -> List[int]:
-  """Sorted steps, dropping those within the tolerance of the one kept before.
-
-  Runs evaluated on one schedule by different processes land at 10,000, 10,112
-  and 10,240; a table or curve wants one column or point for them.
-  """
-  out: List[int] = []
-  for s in sorted(int(s) for s in steps if np.isfinite(s) and s > 0):
-    if not out or s > out[-1] * (1 + STEP_TOLERANCE):
-      out.append(s)
-  return out
-
-
-def step_name(step: Step) -> str:
-  return step if step == FINAL else f'{step:,}'
-
-
-def where(step: Step) -> str:
-  return ('each run\'s last evaluation' if step == FINAL
-          else f'{step:,} actor steps')
 
 
 def score_matrix(data: SuiteData, tasks: Sequence[str], step: Step
@@ -180,7 +108,7 @@ def task_table(methods: Dict[str, SuiteData], tasks: Sequence[str],
                steps: Sequence[Step], *, reps: int, seed: int) -> str:
   """Markdown: mean return over seeds [95% CI] per (task, method) and step."""
   lines = ['| task | method | seeds | ' +
-           ' | '.join(step_name(s) for s in steps) + ' |',
+           ' | '.join(results.step_name(s) for s in steps) + ' |',
            '|---|---|---:|' + '---:|' * len(steps)]
   for task in tasks:
     for name, data in methods.items():
@@ -198,7 +126,8 @@ def task_table(methods: Dict[str, SuiteData], tasks: Sequence[str],
 def iqm_table(methods: Dict[str, SuiteData], tasks: Sequence[str],
               steps: Sequence[Step], *, reps: int, seed: int) -> str:
   """Markdown: IQM of return / 1000 over all (run, task) [95% CI]."""
-  lines = ['| method | ' + ' | '.join(step_name(s) for s in steps) + ' |',
+  lines = ['| method | ' +
+           ' | '.join(results.step_name(s) for s in steps) + ' |',
            '|---|' + '---:|' * len(steps)]
   for name, data in methods.items():
     cells = []
@@ -247,9 +176,10 @@ def method_names(suite_dirs: Sequence[str]) -> List[str]:
 
 def default_steps(methods: Dict[str, SuiteData]) -> List[int]:
   """Up to 5 distinct evaluation steps spread over the longest run."""
-  evals = distinct_steps(s for data in methods.values()
-                         for runs in data.values() for c in runs.values()
-                         for s in c['actor_steps'])
+  evals = results.distinct_steps(s for data in methods.values()
+                                 for runs in data.values()
+                                 for c in runs.values()
+                                 for s in c['actor_steps'])
   if not evals:
     raise ReportError('no evaluation after step 0 in any run yet')
   picks = np.linspace(0, len(evals) - 1, min(5, len(evals))).round()
@@ -265,8 +195,7 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
   Returns report.md's text and the paths written. No profile.png without a
   step that every task of every method reached.
   """
-  from wpo_agent import report_plots  # pylint: disable=g-import-not-at-top
-  methods = {name: load_suite(d)
+  methods = {name: results.load_suite(d)
              for name, d in zip(method_names(suite_dirs), suite_dirs)}
   tasks = sorted({t for data in methods.values() for t in data})
   steps = sorted(steps or default_steps(methods)) + [FINAL]
@@ -289,9 +218,25 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
     parts += ['## Published baselines (docs/baselines.csv: sources there)',
               baseline_table(methods, baselines, **kw)]
   os.makedirs(out_dir, exist_ok=True)
-  written = [os.path.join(out_dir, 'report.md'),
-             os.path.join(out_dir, 'curves.png')]
-  report_plots.plot_curves(methods, tasks, baselines, written[1], **kw)
+  figures, notes = _write_figures(methods, suite_dirs, tasks, steps, baselines,
+                                  out_dir, **kw)
+  text = '\n\n'.join(parts + notes) + '\n'
+  path = os.path.join(out_dir, 'report.md')
+  with open(path, 'w') as f:
+    f.write(text)
+  return text, [path] + figures
+
+
+def _write_figures(methods, suite_dirs, tasks, steps, baselines, out_dir, *,
+                   reps: int, seed: int) -> Tuple[List[str], List[str]]:
+  """Writes curves.png, and components.png and profile.png where they apply;
+  returns their paths and report.md's paragraphs about them."""
+  # pylint: disable-next=g-import-not-at-top
+  from wpo_agent.analysis import report_plots  # matplotlib: figures only
+  kw = dict(reps=reps, seed=seed)
+  written = [os.path.join(out_dir, 'curves.png')]
+  notes = []
+  report_plots.plot_curves(methods, tasks, baselines, written[0], **kw)
   profile_step = _last_common_step(methods, tasks, steps)
   profile_path = os.path.join(out_dir, 'profile.png')
   components_path = os.path.join(out_dir, 'components.png')
@@ -302,31 +247,27 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
   if mixtures:
     report_plots.plot_components(mixtures, components_path)
     written.append(components_path)
-    parts.append('Mixture policies: their components over training in '
+    notes.append('Mixture policies: their components over training in '
                  'components.png.')
   if profile_step is not None:
     report_plots.plot_profiles(
         {name: score_matrix(data, tasks, profile_step)
          for name, data in methods.items()}, profile_step, profile_path, **kw)
     written.append(profile_path)
-    parts.append(f'Performance profile at {where(profile_step)}: '
+    notes.append(f'Performance profile at {results.where(profile_step)}: '
                  'profile.png. Curves: curves.png.')
-  text = '\n\n'.join(parts) + '\n'
-  with open(written[0], 'w') as f:
-    f.write(text)
-  return text, written
+  return written, notes
 
 
 def _mixture_runs(methods, suite_dirs):
-  """{'<method> <task>': [train.csv columns per seed]} of mixture runs."""
-  from wpo_agent import report_plots  # pylint: disable=g-import-not-at-top
+  """{'<method> <task>': [train.csv columns per seed]} of mixture runs (those
+  whose train.csv has the mixture's columns)."""
   out = {}
   for (name, data), suite_dir in zip(methods.items(), suite_dirs):
     for task, runs in sorted(data.items()):
-      found = [report_plots.read_train_csv(
-          os.path.join(suite_dir, task, f'seed{seed}'))
+      found = [results.read_train_csv(results.run_dir(suite_dir, task, seed))
                for seed in sorted(runs)]
-      found = [t for t in found if t is not None]
+      found = [t for t in found if t is not None and MIXTURE_COLUMN in t]
       if found:
         out[f'{name} {task}'] = found
   return out
@@ -343,10 +284,9 @@ def _last_common_step(methods, tasks, steps) -> Optional[Step]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog='python -m wpo_agent.report',
-      description='Seed-aggregated tables and plots of one or more suites.')
-  parser.add_argument('suite_dirs', nargs='+', metavar='SUITE_DIR')
+  parser = results.arg_parser(
+      'report', 'Seed-aggregated tables and plots of one or more suites.',
+      'SUITE_DIR')
   parser.add_argument('--out', help='output folder (default: SUITE_DIR/report '
                       'for one suite, ./report for several)')
   parser.add_argument('--steps', help='comma-separated actor steps for the '
@@ -357,22 +297,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='bootstrap resamples')
   parser.add_argument('--seed', type=int, default=0, help='bootstrap seed')
   args = parser.parse_args(argv)
-  try:
-    if args.reps < 100:
-      raise ReportError(f'--reps={args.reps}: use at least 100 resamples')
-    steps = plot.parse_steps(args.steps, '--steps') if args.steps else None
-    out = args.out or (os.path.join(args.suite_dirs[0], 'report')
-                       if len(args.suite_dirs) == 1 else 'report')
-    text, written = write_report(args.suite_dirs, out, steps=steps,
-                                 baselines_path=args.baselines,
-                                 reps=args.reps, seed=args.seed)
-    print(text)
-    print('wrote ' + ', '.join(written))
-  except (ReportError, plot.PlotError, OSError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  return 0
+  return results.run_cli(lambda: _report(args))
 
+
+def _report(args: argparse.Namespace) -> None:
+  if args.reps < 100:
+    raise ReportError(f'--reps={args.reps}: use at least 100 resamples')
+  steps = results.parse_steps(args.steps, '--steps') if args.steps else None
+  out = args.out or (os.path.join(args.suite_dirs[0], 'report')
+                     if len(args.suite_dirs) == 1 else 'report')
+  text, written = write_report(args.suite_dirs, out, steps=steps,
+                               baselines_path=args.baselines,
+                               reps=args.reps, seed=args.seed)
+  print(text)
+  print('wrote ' + ', '.join(written))
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -1,32 +1,31 @@
 """The report's figures: per-task curves with bootstrap bands, and profiles.
 
 Split from `report` so that its tables can be read without matplotlib; the
-statistics are still rliable's.
+statistics are still rliable's. Runs are read, and their return at a step
+taken, by `results`; this module does not import `report`.
 """
 
-import csv
 import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from wpo_agent import report
-from wpo_agent import stats
-from wpo_agent import workdir as workdir_lib
+from wpo_agent.analysis import results
+from wpo_agent.analysis import stats
 
 TAUS = np.linspace(0.0, 1.0, 101)  # thresholds on return / 1000
 
 
-def curve(runs: Dict[int, Dict[str, list]], *, reps: int, seed: int
+def curve(runs: Dict[int, results.Columns], *, reps: int, seed: int
           ) -> Optional[Dict[str, np.ndarray]]:
   """Mean over seeds and its 95% band at the steps every seed reached.
 
   Returns {'steps' [T], 'mean' [T], 'low' [T], 'high' [T]}, or None when the
   seeds share no evaluation step.
   """
-  steps = report.distinct_steps(s for c in runs.values()
-                                for s in c['actor_steps'])
-  values = [[report.return_at(c, s) for s in steps] for c in runs.values()]
+  steps = results.distinct_steps(s for c in runs.values()
+                                 for s in c['actor_steps'])
+  values = [[results.return_at(c, s) for s in steps] for c in runs.values()]
   keep = [t for t in range(len(steps))
           if all(v[t] is not None for v in values)]
   if not keep:
@@ -38,8 +37,8 @@ def curve(runs: Dict[int, Dict[str, list]], *, reps: int, seed: int
           'low': cis['m'][0], 'high': cis['m'][1]}
 
 
-def plot_curves(methods: Dict[str, report.SuiteData], tasks: Sequence[str],
-                baselines: Sequence[report.Baseline], path: str, *, reps: int,
+def plot_curves(methods: Dict[str, results.SuiteData], tasks: Sequence[str],
+                baselines: Sequence[results.Baseline], path: str, *, reps: int,
                 seed: int) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -77,7 +76,7 @@ def plot_curves(methods: Dict[str, report.SuiteData], tasks: Sequence[str],
   plt.close(fig)
 
 
-def _mark_baselines(ax, baselines: Sequence[report.Baseline]) -> None:
+def _mark_baselines(ax, baselines: Sequence[results.Baseline]) -> None:
   """A marker where a baseline's step is in view; else a labelled dashed line.
 
   Published numbers are mostly at 1M+ steps, far right of short runs; drawing
@@ -93,25 +92,6 @@ def _mark_baselines(ax, baselines: Sequence[report.Baseline]) -> None:
       ax.axhline(b.value, color='grey', linestyle='--', linewidth=0.8)
       ax.annotate(label, (0.01, b.value), xycoords=('axes fraction', 'data'),
                   fontsize='xx-small', color='dimgrey', va='bottom')
-
-
-def read_train_csv(run_dir: str) -> Optional[Dict[str, np.ndarray]]:
-  """A run's train.csv as float columns; None without the mixture's columns."""
-  try:
-    with open(workdir_lib.Workdir(run_dir).train_csv, newline='') as f:
-      rows = list(csv.DictReader(f))
-  except OSError:
-    return None
-  if not rows or 'mix_weight_0' not in rows[0]:
-    return None
-
-  def number(text):
-    try:
-      return float(text)
-    except (TypeError, ValueError):
-      return math.nan
-
-  return {k: np.array([number(r.get(k)) for r in rows]) for k in rows[0]}
 
 
 def _smooth(y: np.ndarray, window: int = 25) -> np.ndarray:
@@ -165,9 +145,8 @@ def plot_components(runs: Dict[str, List[Dict[str, np.ndarray]]], path: str
   plt.close(fig)
 
 
-def plot_profiles(matrices: Dict[str, np.ndarray], step: report.Step,
-                  path: str, *,
-                  reps: int, seed: int) -> None:
+def plot_profiles(matrices: Dict[str, np.ndarray], step: results.Step,
+                  path: str, *, reps: int, seed: int) -> None:
   """Score-distribution performance profiles at `step`, rliable's plot."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -183,7 +162,7 @@ def plot_profiles(matrices: Dict[str, np.ndarray], step: report.Step,
       profiles, TAUS, performance_profile_cis=cis, ax=ax,
       xlabel=r'return / 1000 ($\tau$)', legend=True, labelsize='medium',
       ticklabelsize='medium', legendsize='medium')
-  ax.set_title(f'Performance profile at {report.where(step)}\n'
+  ax.set_title(f'Performance profile at {results.where(step)}\n'
                '(95% stratified-bootstrap CI)', fontsize='medium')
   fig.tight_layout()
   fig.savefig(path)

@@ -35,6 +35,11 @@ SUITES: Dict[str, Tuple[str, ...]] = {
               'humanoid-run', 'humanoid_CMU-walk', 'dog-walk', 'dog-run'),
 }
 
+# The checkout this package is in (wpo_agent/analysis/suites.py: 3 levels up),
+# whose launch/run_local.py every run is.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
 # Run states in the status table.
 PENDING, RUNNING, FINISHED, STOPPED, FAILED = (
     'pending', 'running', 'finished', 'stopped', 'failed')
@@ -120,8 +125,7 @@ class SuiteRunner:
         run.state = FINISHED
 
   def command(self, run: Run) -> List[str]:
-    script = os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), 'launch', 'run_local.py')
+    script = os.path.join(REPO, 'launch', 'run_local.py')
     return [sys.executable, script, f'--domain={run.domain}',
             f'--task={run.task}', f'--seed={run.seed}',
             f'--workdir={run.workdir}',
@@ -129,7 +133,7 @@ class SuiteRunner:
 
   def _start(self, run: Run) -> None:
     os.makedirs(run.workdir, exist_ok=True)
-    log = open(os.path.join(run.workdir, 'suite_run.log'), 'ab')
+    log = open(workdir_lib.Workdir(run.workdir).suite_log, 'ab')
     # Its own session: a terminal's Ctrl-C reaches the runner only, which
     # stops each run the way its own Ctrl-C would.
     # ... and if this runner dies, each run stops as on SIGTERM.
@@ -148,7 +152,7 @@ class SuiteRunner:
     if code != 0:
       run.state = FAILED
       self._say(f'{run.name} seed {run.seed} failed (exit {code}); see '
-                f'{os.path.join(run.workdir, "suite_run.log")}')
+                f'{workdir_lib.Workdir(run.workdir).suite_log}')
     elif checkpointed_steps(run.workdir) >= self._max_steps:
       run.state = FINISHED
     else:
