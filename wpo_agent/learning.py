@@ -160,15 +160,119 @@ def make_loss_fns(networks: networks_lib.WPONetworks,
   return LossFns(critic_loss, action_gradient, policy_loss)
 
 
+class CriticStep(NamedTuple):
+  """The critic's part of one SGD step (docs/algorithm.md Sec. 5)."""
+  loss: jax.Array       # L_Q
+  q_tm1: jax.Array      # [B] Q(s, a)
+  td_target: jax.Array  # [B] y
+  grads: Params         # grad L_Q in the critic's params
+
+
+class PolicyStep(NamedTuple):
+  """The policy's part of one SGD step (docs/algorithm.md Secs. 2-4)."""
+  loss: jax.Array            # L_wpo + L_kl + L_dual
+  loss_wpo: jax.Array        # L_wpo
+  penalty: losses.KLPenalty  # L_kl, L_dual and their KLs and alphas
+  pi: Any                    # the online policy at the policy-loss states
+  dq_da: jax.Array           # [N, B, D] grad_a Q at the sampled actions
+  grads: Params              # in the policy's params
+  dual_grads: DualParams     # in the log-alphas
+
+
+def critic_step(loss_fns: LossFns, state: TrainingState, batch: Batch,
+                key: jax.Array) -> CriticStep:
+  """L_Q and its gradient, towards a target from pi_bar and Q_bar (Sec. 5)."""
+  (loss, (q_tm1, td_target)), grads = jax.value_and_grad(
+      loss_fns.critic_loss, has_aux=True)(
+          state.critic_params, state.target_policy_params,
+          state.target_critic_params, batch, key)
+  return CriticStep(loss, q_tm1, td_target, grads)
+
+
+def policy_observations(batch: Batch, *, on_next_obs: bool) -> jax.Array:
+  """The policy-loss states: s [B, O], or s and s' [2B, O] (Sec. 2)."""
+  if on_next_obs:
+    return jnp.concatenate([batch.observation, batch.next_observation], axis=0)
+  return batch.observation
+
+
+def policy_step(policy_apply: Callable, loss_fns: LossFns,
+                state: TrainingState, obs: jax.Array, key: jax.Array, *,
+                num_samples: int) -> PolicyStep:
+  """L_wpo + L_kl + L_dual and their gradients (Secs. 2-4).
+
+  The N actions per state are fresh samples of the online pi, stopped; grad_a Q
+  comes from the online critic as it was before this step's update.
+  """
+  pi = policy_apply(state.policy_params, obs)
+  actions = jax.lax.stop_gradient(pi.sample(key, (num_samples,)))  # [N, B, D]
+  dq_da = loss_fns.action_gradient(state.critic_params, obs,
+                                   actions)  # [N, B, D]
+  (loss, (loss_wpo, penalty, pi)), (grads, dual_grads) = jax.value_and_grad(
+      loss_fns.policy_loss, argnums=(0, 1), has_aux=True)(
+          state.policy_params, state.dual_params, state.target_policy_params,
+          obs, actions, dq_da)
+  return PolicyStep(loss, loss_wpo, penalty, pi, dq_da, grads, dual_grads)
+
+
+def _optimise(optimizer: optax.GradientTransformation, grads, opt_state,
+              params) -> Tuple[Any, optax.OptState]:
+  """(params, optimiser state) after one step of `optimizer`."""
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def periodic_target(target: Params, online: Params, steps: jax.Array,
+                    period: int) -> Params:
+  """A hard copy of `online` after every `period`-th step, else `target`
+  unchanged (Sec. 6)."""
+  copy = steps % period == 0
+  return jax.tree.map(lambda t, o: jnp.where(copy, o, t), target, online)
+
+
+def apply_updates(opt: Optimizers, state: TrainingState, critic: CriticStep,
+                  policy: PolicyStep, *, key: jax.Array, learn_duals: bool,
+                  target_update_period: int) -> TrainingState:
+  """The next TrainingState: one optimiser step of the critic, the policy and
+  (hard KL only, Sec. 4) the duals, then the periodic target copy (Sec. 6)."""
+  critic_params, critic_opt_state = _optimise(
+      opt.critic, critic.grads, state.critic_opt_state, state.critic_params)
+  policy_params, policy_opt_state = _optimise(
+      opt.policy, policy.grads, state.policy_opt_state, state.policy_params)
+  if learn_duals:
+    dual_params, dual_opt_state = _optimise(
+        opt.dual, policy.dual_grads, state.dual_opt_state, state.dual_params)
+  else:  # soft KL: the alphas stay at their initial values
+    dual_params, dual_opt_state = state.dual_params, state.dual_opt_state
+  steps = state.steps + 1
+  return TrainingState(
+      policy_params=policy_params,
+      target_policy_params=periodic_target(
+          state.target_policy_params, policy_params, steps,
+          target_update_period),
+      critic_params=critic_params,
+      target_critic_params=periodic_target(
+          state.target_critic_params, critic_params, steps,
+          target_update_period),
+      policy_opt_state=policy_opt_state,
+      critic_opt_state=critic_opt_state,
+      dual_params=dual_params,
+      dual_opt_state=dual_opt_state,
+      steps=steps,
+      key=key)
+
+
 def make_sgd_step(networks: networks_lib.WPONetworks,
                   config: config_lib.WPOConfig
                   ) -> Callable[[TrainingState, Batch], Tuple[TrainingState,
                                                                Metrics]]:
-  """Returns the pure (un-jitted) single SGD step closed over networks/config."""
+  """Returns the pure (un-jitted) single SGD step closed over networks/config.
+
+  Every term is computed from the parameters at the step's start, then all
+  parts are updated together (docs/algorithm.md Sec. 1).
+  """
   policy_apply = networks.policy.apply
   opt = make_optimizers(config)
-  num_samples = config.num_action_samples
-  learn_duals = config.kl_constraint == 'hard'
   loss_fns = make_loss_fns(networks, config)
 
   def sgd_step(state: TrainingState, batch: Batch):
@@ -176,92 +280,42 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
                       batch.discount, batch.next_observation],
                      [2, 2, 1, 1, 2])
     key, key_critic, key_policy = jax.random.split(state.key, 3)
-
-    # 1. Critic.
-    (critic_loss, (q_tm1, td_target)), critic_grads = jax.value_and_grad(
-        loss_fns.critic_loss, has_aux=True)(
-            state.critic_params, state.target_policy_params,
-            state.target_critic_params, batch, key_critic)
-
-    # 2. Policy: fresh online samples and grad_a Q from the online critic.
-    obs = batch.observation
-    if config.policy_loss_on_next_obs:
-      obs = jnp.concatenate([obs, batch.next_observation], axis=0)
-    pi = policy_apply(state.policy_params, obs)
-    actions = jax.lax.stop_gradient(pi.sample(key_policy, (num_samples,)))
-    dq_da = loss_fns.action_gradient(state.critic_params, obs,
-                                     actions)  # [N, B, D]
-    (policy_loss, (loss_wpo, penalty, pi)), (policy_grads, dual_grads) = (
-        jax.value_and_grad(loss_fns.policy_loss, argnums=(0, 1),
-                           has_aux=True)(
-            state.policy_params, state.dual_params,
-            state.target_policy_params, obs, actions, dq_da))
-
-    # 3. Apply updates.
-    critic_updates, critic_opt_state = opt.critic.update(
-        critic_grads, state.critic_opt_state, state.critic_params)
-    critic_params = optax.apply_updates(state.critic_params, critic_updates)
-    policy_updates, policy_opt_state = opt.policy.update(
-        policy_grads, state.policy_opt_state, state.policy_params)
-    policy_params = optax.apply_updates(state.policy_params, policy_updates)
-    if learn_duals:
-      dual_updates, dual_opt_state = opt.dual.update(
-          dual_grads, state.dual_opt_state, state.dual_params)
-      dual_params = optax.apply_updates(state.dual_params, dual_updates)
-    else:  # soft KL: the alphas stay at their initial values
-      dual_params, dual_opt_state = state.dual_params, state.dual_opt_state
-
-    # 4. Hard target copy every `target_update_period` steps.
-    steps = state.steps + 1
-    copy = steps % config.target_update_period == 0
-
-    def maybe_copy(target, online):
-      return jax.tree.map(lambda t, o: jnp.where(copy, o, t), target, online)
-
-    new_state = TrainingState(
-        policy_params=policy_params,
-        target_policy_params=maybe_copy(state.target_policy_params,
-                                        policy_params),
-        critic_params=critic_params,
-        target_critic_params=maybe_copy(state.target_critic_params,
-                                        critic_params),
-        policy_opt_state=policy_opt_state,
-        critic_opt_state=critic_opt_state,
-        dual_params=dual_params,
-        dual_opt_state=dual_opt_state,
-        steps=steps,
-        key=key)
-
-    metrics = _metrics(critic_loss, policy_loss, loss_wpo, penalty, q_tm1,
-                       td_target, pi, dq_da, policy_grads, critic_grads)
-    return new_state, metrics
+    critic = critic_step(loss_fns, state, batch, key_critic)
+    obs = policy_observations(batch,
+                              on_next_obs=config.policy_loss_on_next_obs)
+    policy = policy_step(policy_apply, loss_fns, state, obs, key_policy,
+                         num_samples=config.num_action_samples)
+    new_state = apply_updates(
+        opt, state, critic, policy, key=key,
+        learn_duals=config.kl_constraint == 'hard',
+        target_update_period=config.target_update_period)
+    return new_state, _metrics(critic, policy)
 
   return sgd_step
 
 
-def _metrics(critic_loss, policy_loss, loss_wpo, penalty: losses.KLPenalty,
-             q_tm1, td_target, pi, dq_da, policy_grads,
-             critic_grads) -> Metrics:
+def _metrics(critic: CriticStep, policy: PolicyStep) -> Metrics:
   """What train.csv records of one SGD step (scalars)."""
+  penalty, pi = policy.penalty, policy.pi
   return {
-      'critic_loss': critic_loss,
-      'policy_loss': policy_loss,
-      'wpo_loss': loss_wpo,
+      'critic_loss': critic.loss,
+      'policy_loss': policy.loss,
+      'wpo_loss': policy.loss_wpo,
       'kl_loss': penalty.loss_kl,
       'dual_loss': penalty.loss_dual,
       'kl_mean': jnp.mean(penalty.kl_mean),
       'kl_stddev': jnp.mean(penalty.kl_stddev),
       'alpha_mean': jnp.mean(penalty.alpha_mean),
       'alpha_stddev': jnp.mean(penalty.alpha_stddev),
-      'q_mean': jnp.mean(q_tm1),
-      'q_min': jnp.min(q_tm1),
-      'q_max': jnp.max(q_tm1),
-      'td_target_mean': jnp.mean(td_target),
+      'q_mean': jnp.mean(critic.q_tm1),
+      'q_min': jnp.min(critic.q_tm1),
+      'q_max': jnp.max(critic.q_tm1),
+      'td_target_mean': jnp.mean(critic.td_target),
       'sigma_min': jnp.min(pi.scale),
       'sigma_max': jnp.max(pi.scale),
-      'dq_da_abs_mean': jnp.mean(jnp.abs(dq_da)),
-      'policy_grad_norm': optax.global_norm(policy_grads),
-      'critic_grad_norm': optax.global_norm(critic_grads),
+      'dq_da_abs_mean': jnp.mean(jnp.abs(policy.dq_da)),
+      'policy_grad_norm': optax.global_norm(policy.grads),
+      'critic_grad_norm': optax.global_norm(critic.grads),
       **mixture_metrics(pi),
   }
 
