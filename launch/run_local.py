@@ -33,6 +33,7 @@ from wpo_agent.distributed import hosts
 # stderr for our own messages (a bad flag must read as one `error:` line).
 with contextlib.redirect_stderr(io.StringIO()):
   from wpo_agent import environments
+  from wpo_agent import resume
   from wpo_agent import runs
 
 FLAGS = flags.FLAGS
@@ -126,13 +127,13 @@ def main(argv):
   run = run_options()
   config = config_lib.make_config(
       FLAGS.config, **dict(config_lib.parse_override(s) for s in FLAGS.set))
-  try:  # both runners first check the workdir (runs.write_run_config)
+  try:  # both runners check the workdir first: resume.write_run_config
     if run.single_process:
       from wpo_agent import single_process  # pylint: disable=g-import-not-at-top
       summary = single_process.train(run, config)
     else:
       summary = run_distributed(run, config)
-  except (runs.WorkdirMismatchError, lifetime.WorkdirInUseError) as e:
+  except (resume.WorkdirMismatchError, lifetime.WorkdirInUseError) as e:
     raise UsageError(str(e)) from None
   print_summary(summary)
 

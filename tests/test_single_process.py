@@ -12,6 +12,7 @@ import pytest
 
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
+from wpo_agent import resume
 from wpo_agent import runs
 from wpo_agent import single_process
 
@@ -166,20 +167,20 @@ def test_resume_without_replay_checkpoint_refills(tmp_path):
 
 def test_resume_check_refuses_another_runs_workdir(tmp_path):
   config = tiny_config()
-  runs.write_run_config(str(tmp_path), run_options(tmp_path, 10),
+  resume.write_run_config(str(tmp_path), run_options(tmp_path, 10),
                                   config)
   # No checkpoint yet: anything may reuse the workdir.
-  runs.check_resumable(
+  resume.check_resumable(
       str(tmp_path), run_options(tmp_path, 10, domain='walker', task='walk'),
       config)
   (tmp_path / 'checkpoints' / '10').mkdir(parents=True)
   # Hyperparameters that do not shape the state may change on a resume...
-  runs.check_resumable(
+  resume.check_resumable(
       str(tmp_path), run_options(tmp_path, 20),
       dataclasses.replace(config, policy_learning_rate=1e-4))
   # ...the task and the network sizes may not.
-  with pytest.raises(runs.WorkdirMismatchError) as e:
-    runs.check_resumable(
+  with pytest.raises(resume.WorkdirMismatchError) as e:
+    resume.check_resumable(
         str(tmp_path), run_options(tmp_path, 20, task='balance'),
         dataclasses.replace(config, critic_layer_sizes=(32, 32)))
   message = str(e.value)
@@ -190,13 +191,13 @@ def test_resume_check_refuses_another_runs_workdir(tmp_path):
   # checkpoint would be restored those may not change either.
   (tmp_path / 'replay' / 'some-checkpoint').mkdir(
       parents=True)
-  with pytest.raises(runs.WorkdirMismatchError,
+  with pytest.raises(resume.WorkdirMismatchError,
                      match=r'samples_per_insert: saved 32.0, now 64.0\).*'
                      r'--nocheckpoint_replay'):
-    runs.check_resumable(
+    resume.check_resumable(
         str(tmp_path), run_options(tmp_path, 20),
         dataclasses.replace(config, samples_per_insert=64.0))
-  runs.check_resumable(
+  resume.check_resumable(
       str(tmp_path), run_options(tmp_path, 20, checkpoint_replay=False),
       dataclasses.replace(config, samples_per_insert=64.0))
   # The single-process runner keeps the ratio itself over a MinSize table,
@@ -204,16 +205,16 @@ def test_resume_check_refuses_another_runs_workdir(tmp_path):
   # may not (the restored table would keep the other mode's limiter).
   # (A launch without the replay may switch modes: its config.json then
   # records single-process mode.)
-  runs.write_run_config(str(tmp_path), run_options(
+  resume.write_run_config(str(tmp_path), run_options(
       tmp_path, 20, single_process=True, checkpoint_replay=False), config)
-  runs.check_resumable(
+  resume.check_resumable(
       str(tmp_path), run_options(tmp_path, 30, single_process=True),
       dataclasses.replace(config, samples_per_insert=64.0))
-  with pytest.raises(runs.WorkdirMismatchError,
+  with pytest.raises(resume.WorkdirMismatchError,
                      match=r'single_process: saved True, now False'):
-    runs.check_resumable(str(tmp_path), run_options(tmp_path, 30), config)
-  with pytest.raises(runs.WorkdirMismatchError, match=r'max_replay_size'):
-    runs.check_resumable(
+    resume.check_resumable(str(tmp_path), run_options(tmp_path, 30), config)
+  with pytest.raises(resume.WorkdirMismatchError, match=r'max_replay_size'):
+    resume.check_resumable(
         str(tmp_path), run_options(tmp_path, 30, single_process=True),
         dataclasses.replace(config, max_replay_size=20_000))
 

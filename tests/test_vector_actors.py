@@ -18,6 +18,7 @@ from wpo_agent import nstep
 from wpo_agent import nstep_writer
 from wpo_agent import replay
 from wpo_agent import runs
+from wpo_agent import seeds as seeds_lib
 from wpo_agent import types
 from reference import acme_adder
 from test_nstep_writer import SPEC, _feed, _items, _random_episode, _server
@@ -283,7 +284,7 @@ def test_four_environments_equal_four_single_environment_actors():
   rounding, so that no action differs by float rounding)."""
   policy, source = _policy(None, None, zero_kernels=True)
   run = runs.RunOptions(domain='cartpole', envs_per_actor=NUM_STREAMS)
-  seeds = [runs.actor_seeds(run, actor_index=i, start_actor_steps=0)
+  seeds = [seeds_lib.actor_seeds(run, actor_index=i, start_actor_steps=0)
            for i in range(NUM_STREAMS)]
   rounds = 1020  # one 1000-step episode each and the start of the next
   together, loop = _loop_items(seeds, rounds, policy, source)
@@ -373,7 +374,7 @@ def test_builder_gives_environment_e_of_actor_a_the_seeds_of_actor_a_e():
   loop = builder_lib.Builder(config, run).actor_loop(
       acting.StaticVariableSource(), actor_index=1, start_actor_steps=500,
       writer=None)
-  seeds = [runs.actor_seeds(run, actor_index=i, start_actor_steps=500)
+  seeds = [seeds_lib.actor_seeds(run, actor_index=i, start_actor_steps=500)
            for i in range(4, 8)]
   first = [environments.make_environment('cartpole', 'swingup', seed=env)
            .reset().observation for env, _ in seeds]

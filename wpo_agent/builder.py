@@ -26,6 +26,7 @@ from wpo_agent import networks as networks_lib
 from wpo_agent import ratio
 from wpo_agent import replay
 from wpo_agent import runs
+from wpo_agent import seeds as seeds_lib
 from wpo_agent import sharding
 from wpo_agent import types
 from wpo_agent import workdir as workdir_lib
@@ -164,8 +165,8 @@ class Builder:
                  start_actor_steps: int, writer) -> loops.ActorLoop:
     """Actor process `actor_index`'s environments and stochastic policy."""
     num = self.run.envs_per_actor
-    seeds = [runs.actor_seeds(self.run, actor_index=actor_index * num + e,
-                              start_actor_steps=start_actor_steps)
+    seeds = [seeds_lib.actor_seeds(self.run, actor_index=actor_index * num + e,
+                                   start_actor_steps=start_actor_steps)
              for e in range(num)]  # [(environment seed, policy seed)]
     actor = acting.VectorActor(
         self.networks.policy,
@@ -178,7 +179,7 @@ class Builder:
   def evaluator(self, source: core.VariableSource, *,
                 start_actor_steps: int) -> loops.Evaluator:
     """The deterministic-policy evaluator writing eval.csv."""
-    env_seed, policy_seed = runs.evaluator_seeds(self.run)
+    env_seed, policy_seed = seeds_lib.evaluator_seeds(self.run)
     actor = acting.WPOActor(self.networks.policy,
                             acting.VariableClient(source, 'policy', 1),
                             seed=policy_seed, deterministic=True)

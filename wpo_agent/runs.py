@@ -1,22 +1,14 @@
-"""The run contract: run options, the workdir, resume checks and seeds.
+"""A run's options, and the summary a runner returns: a launcher's contract.
 
 Both runners (single-process and distributed) and every node of the
 distributed program read the same `RunOptions`; hyperparameters live in
-`config.WPOConfig`. A workdir holds one run (its files: workdir.py).
-
-A launch on a workdir that holds checkpoints resumes them. What a checkpoint's
-shapes depend on (task, network sizes) may not change; while the replay is
-restored, neither may the replay table's settings in the run's mode (a
-restored reverb table keeps its saved size and rate limiter). Everything else
-may change on a resume, e.g. `eval_every`, which the resumed run follows.
+`config.WPOConfig`. What a resumed run may change is `resume.py`'s, the
+run's seeds `seeds.py`'s, and a workdir's files `workdir.py`'s.
 """
 
 import dataclasses
-import json
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Dict, Optional
 
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
@@ -132,76 +124,6 @@ class RunOptions:
     return dataclasses.asdict(self)
 
 
-class WorkdirMismatchError(ValueError):
-  """The workdir holds a checkpoint this run could not continue."""
-
-
-# What a checkpoint's shapes depend on.
-_FIXED_RUN = ('domain', 'task', 'num_hosts')
-_FIXED_CONFIG = ('policy_family', 'num_components', 'policy_layer_sizes',
-                 'critic_layer_sizes')
-# A restored reverb table keeps its size and rate limiter. The single-process
-# runner keeps the ratio itself over a MinSize table, so its table depends on
-# the sizes only; the mode itself must stay too.
-_FIXED_REPLAY_RUN = ('single_process',)
-_FIXED_REPLAY_CONFIG = {
-    True: ('replay_backend', 'max_replay_size', 'min_replay_size'),
-    False: ('replay_backend', 'max_replay_size', 'min_replay_size',
-            'samples_per_insert', 'rate_limiter'),
-}
-
-
-def _non_empty_dir(path: str) -> bool:
-  return os.path.isdir(path) and bool(os.listdir(path))
-
-
-def restores_replay(workdir: str, run: RunOptions) -> bool:
-  return run.checkpoint_replay and _non_empty_dir(
-      workdir_lib.Workdir(workdir).replay)
-
-
-def _jsonable(value):
-  return json.loads(json.dumps(value))
-
-
-def _diffs(saved: Dict[str, Any], new: Dict[str, Any],
-           names: Sequence[str]) -> list:
-  # A field the saved file lacks was written by an older version: unknown,
-  # so it is not compared.
-  return [f'{name}: saved {saved[name]!r}, now {new[name]!r}'
-          for name in names
-          if name in saved and _jsonable(saved[name]) != _jsonable(new[name])]
-
-
-def check_resumable(workdir: str, run: RunOptions,
-                    config: config_lib.WPOConfig) -> None:
-  """Raises WorkdirMismatchError if `workdir` holds state this run can't use."""
-  paths = workdir_lib.Workdir(workdir)
-  replay_too = restores_replay(workdir, run) or (
-      run.checkpoint_replay and config.replay_backend == 'device' and
-      _non_empty_dir(paths.checkpoints))
-  if not os.path.exists(paths.config) or not (
-      replay_too or _non_empty_dir(paths.checkpoints)):
-    return
-  saved = paths.read_config()
-  new_run, new_config = run.to_dict(), config.to_dict()
-  diffs = (_diffs(saved['run'], new_run, _FIXED_RUN) +
-           _diffs(saved['config'], new_config, _FIXED_CONFIG))
-  replay_diffs = []
-  if replay_too:
-    replay_diffs = (
-        _diffs(saved['run'], new_run, _FIXED_REPLAY_RUN) +
-        _diffs(saved['config'], new_config,
-               _FIXED_REPLAY_CONFIG[run.single_process]))
-  if diffs or replay_diffs:
-    hint = (' (or --nocheckpoint_replay to start a fresh replay buffer)'
-            if replay_diffs and not diffs else '')
-    raise WorkdirMismatchError(
-        f'workdir {workdir} holds checkpoints of a different run ('
-        + '; '.join(diffs + replay_diffs) + '); use another --workdir, or the '
-        f'saved values to resume it{hint}')
-
-
 def check_hosts(run: RunOptions, config: config_lib.WPOConfig) -> None:
   """What a multi-host run needs of the config (RunOptionsError otherwise)."""
   if run.num_hosts > 1 and config.replay_backend != 'device':
@@ -230,15 +152,6 @@ def check_replay_fits(config: config_lib.WPOConfig, environment_spec, *,
       platform=platform)
 
 
-def write_run_config(workdir: str, run: RunOptions,
-                     config: config_lib.WPOConfig) -> None:
-  """Writes config.json, after checking a resume would be compatible."""
-  check_resumable(workdir, run, config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(workdir_lib.Workdir(workdir).config, 'w') as f:
-    json.dump({'run': run.to_dict(), 'config': config.to_dict()}, f, indent=2)
-
-
 def summary(run: RunOptions, *, actor_steps: int,
             learner_steps: int, last_eval_return: Optional[float],
             elapsed_s: float, stopped_early: bool) -> Dict[str, Any]:
@@ -248,28 +161,3 @@ def summary(run: RunOptions, *, actor_steps: int,
               last_eval_return=last_eval_return,
               elapsed_s=round(elapsed_s, 1), stopped_early=stopped_early,
               workdir=os.path.abspath(run.workdir))
-
-
-def derive_seed(*entropy: int) -> int:
-  """A 31-bit seed from integers, independent across different inputs."""
-  return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0]
-             % 2**31)
-
-
-def actor_seeds(run: RunOptions, *, actor_index: int,
-                start_actor_steps: int) -> Tuple[int, int]:
-  """(environment seed, policy seed) of actor environment `actor_index`:
-  environment e of actor process a is index a * envs_per_actor + e, so E
-  environments in one process get the seeds of E one-environment actors.
-
-  Fresh on every resume (the run's actor-step count at launch is part of the
-  entropy), and reproducible from the same (seed, index, resume point).
-  """
-  entropy = (run.seed, actor_index, start_actor_steps) + (
-      (run.host_id,) if run.host_id else ())  # host 0: as on a single host
-  return derive_seed(*entropy), derive_seed(*entropy, 1)
-
-
-def evaluator_seeds(run: RunOptions) -> Tuple[int, int]:
-  """(environment seed, policy seed) of the evaluator: fixed for a run."""
-  return run.seed + 10_000, run.seed

@@ -23,6 +23,7 @@ from wpo_agent import config as config_lib
 from wpo_agent import lifetime
 from wpo_agent import logs
 from wpo_agent import replay as replay_lib
+from wpo_agent import resume
 from wpo_agent import runs
 from wpo_agent import stopping
 
@@ -41,7 +42,7 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
 
 
 def _train(run, config, builder) -> Dict[str, Any]:
-  runs.write_run_config(run.workdir, run, config)
+  resume.write_run_config(run.workdir, run, config)
   say = (lambda *a: None) if run.quiet else (lambda *a: print(*a, flush=True))
   replay = _Replay(builder)
   counts = dict(actor_steps=0, learner_steps=0, episodes=0, elapsed_s=0.0)

@@ -12,7 +12,7 @@ reset and after each step, so an episode of T steps is T + 1 frames (cartpole:
 (`--fps` default: 1 / the task's control timestep). Default output:
 RUN_DIR/videos/<domain>-<task>-step<S>-return<R>.mp4, S the checkpoint's actor
 step and R the mean return over the episodes, to 1 decimal. The default
-`--seed` is the evaluator's environment seed (runs.evaluator_seeds).
+`--seed` is the evaluator's environment seed (seeds.evaluator_seeds).
 
 Rendering uses MUJOCO_GL (default egl); if egl fails, the command runs again
 with MUJOCO_GL=osmesa, saying so in one line. Bad input is one `error:` line
@@ -135,6 +135,7 @@ def load_run(run_dir: str, seed: Optional[int]):
   from wpo_agent import config as config_lib
   from wpo_agent import environments
   from wpo_agent import runs
+  from wpo_agent import seeds
   paths = workdir_lib.Workdir(run_dir)
   try:
     saved = paths.read_config()
@@ -148,7 +149,7 @@ def load_run(run_dir: str, seed: Optional[int]):
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise VideoError(f'{paths.config}: not a usable run config '
                      f'({_one_line(e)})') from None
-  env_seed, policy_seed = runs.evaluator_seeds(run)
+  env_seed, policy_seed = seeds.evaluator_seeds(run)
   seed = env_seed if seed is None else seed
   return run, config, environments.make_environment(
       run.domain, run.task, seed=seed), (seed, policy_seed)

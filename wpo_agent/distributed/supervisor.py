@@ -32,6 +32,7 @@ from wpo_agent import config as config_lib
 from wpo_agent import environments
 from wpo_agent import lifetime
 from wpo_agent import logs
+from wpo_agent import resume as resume_lib
 from wpo_agent import runs
 from wpo_agent import stopping
 from wpo_agent import workdir as workdir_lib
@@ -280,7 +281,7 @@ def run(run_options: runs.RunOptions,
 
 def _run_claimed(run_options, config, base_workdir) -> Dict[str, Any]:
   workdir = run_options.workdir
-  runs.write_run_config(workdir, run_options, config)
+  resume_lib.write_run_config(workdir, run_options, config)
   control = control_lib.Control(workdir)
   control.reset()
   resume = checkpointing.open_checkpointer(
