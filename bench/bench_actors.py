@@ -42,14 +42,14 @@ import reverb  # noqa: E402
 
 from wpo_agent import acting  # noqa: E402
 from wpo_agent import config as config_lib  # noqa: E402
-from wpo_agent import device_replay  # noqa: E402
+from wpo_agent import device_feed  # noqa: E402
 from wpo_agent import environments  # noqa: E402
 from wpo_agent import loops  # noqa: E402
 from wpo_agent import networks as networks_lib  # noqa: E402
 from wpo_agent import replay  # noqa: E402
 
 N_STEP, DISCOUNT = 5, 0.99
-ROWS = device_replay.TRANSPORT_ROWS
+ROWS = device_feed.TRANSPORT_ROWS
 
 
 def parse_args(argv=None):

@@ -41,14 +41,14 @@ def _spec(domain, task):
 def _serve(backend, domain, task, capacity, port_out, stop):
   """Replay process: the table the backend's actors write to."""
   import reverb  # pylint: disable=g-import-not-at-top
-  from wpo_agent import device_replay, replay  # pylint: disable=g-import-not-at-top
+  from wpo_agent import device_feed, replay  # pylint: disable=g-import-not-at-top
   spec = _spec(domain, task)
   if backend == 'device':
     table = replay.make_transport_table(spec, name=_TABLE[backend],
-                                        max_size=device_replay.transport_size(
+                                        max_size=device_feed.transport_size(
                                             samples_per_insert=32.0,
                                             min_size=1000),
-                                        rows_per_item=device_replay.TRANSPORT_ROWS)
+                                        rows_per_item=device_feed.TRANSPORT_ROWS)
   else:
     table = replay.make_replay_table(
         spec, name=_TABLE[backend], max_size=capacity, min_size=1000,
@@ -63,14 +63,14 @@ def _insert(address, table, domain, task, rate, stop, count):
   """Inserter process: an actor's n-step writer (one environment) at `rate`
   steps/s: chunks into the transport (device), transitions (reverb)."""
   import reverb  # pylint: disable=g-import-not-at-top
-  from wpo_agent import device_replay, replay  # pylint: disable=g-import-not-at-top
+  from wpo_agent import device_feed, replay  # pylint: disable=g-import-not-at-top
   spec = _spec(domain, task)
   rng = np.random.default_rng(0)
   obs = rng.normal(size=(64, 1) + spec.observations.shape).astype(np.float32)
   act = rng.uniform(-1, 1, (64, 1) + spec.actions.shape).astype(np.float32)
   writer = replay.make_stream_writer(
       reverb.Client(address), table=table, n_step=5, discount=0.99,
-      num_streams=1, rows_per_item=(device_replay.TRANSPORT_ROWS
+      num_streams=1, rows_per_item=(device_feed.TRANSPORT_ROWS
                                     if table == 'transport' else None))
   one, no = np.ones(1, np.float32), np.zeros(1, bool)
   start, steps = time.time(), 0
@@ -125,7 +125,7 @@ class _Backend:
 
 def _noop_sources(backend, args, k, mesh):
   """A callable running one no-op learner call of K batches."""
-  from wpo_agent import device_replay, replay  # pylint: disable=g-import-not-at-top
+  from wpo_agent import device_feed, device_replay, replay  # pylint: disable=g-import-not-at-top
   if backend.name == 'reverb':
     it = replay.make_dataset_iterator(backend.address, table='priority_table',
                                       batch_size=args.batch, num_sgd_steps=k,
@@ -136,10 +136,10 @@ def _noop_sources(backend, args, k, mesh):
   buffer = device_replay.DeviceReplay(
       device_replay.transition_item(spec), capacity=args.capacity,
       batch_size=args.batch, mesh=mesh)
-  feed = device_replay.DeviceFeed(
+  feed = device_feed.DeviceFeed(
       buffer, replay.make_transport_iterator(
           backend.address, table='transport', chunk_size=buffer.chunk_size,
-          rows_per_item=device_replay.TRANSPORT_ROWS),
+          rows_per_item=device_feed.TRANSPORT_ROWS),
       samples_per_insert=1.0, keep_ratio=False, sgd_steps_per_call=k,
       min_size=1000)
 

@@ -7,7 +7,7 @@ per-host batch B, then two learner processes joined over 127.0.0.1 by
 jax.distributed (JAX's CPU collectives, gloo), each with its own device
 replay and the same per-host batch B (global 2B). Humanoid-sized items
 (obs 67, action 21), replay filled with random items, the real WPO step
-(`learner.WPOLearner` over a `device_replay.DeviceFeed`). Prints learner
+(`learner.WPOLearner` over a `device_feed.DeviceFeed`). Prints learner
 updates/s, samples/s (updates x global batch), the per-call exchange of the
 hosts' control rows (distributed/hosts.py) and the share of a 2-host call
 that is communication, 1 - t(1 host) / t(2 hosts) (the per-device work is
@@ -30,7 +30,7 @@ def measure(args, hosts_lib=None) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from wpo_agent import config as config_lib  # pylint: disable=g-import-not-at-top
-  from wpo_agent import device_replay, learner as learner_lib
+  from wpo_agent import device_feed, device_replay, learner as learner_lib
   from wpo_agent import networks as networks_lib, sharding
   from wpo_agent.types import Batch
 
@@ -47,7 +47,7 @@ def measure(args, hosts_lib=None) -> dict:
   replay = device_replay.DeviceReplay(
       item, capacity=16384, batch_size=args.batch,
       mesh=sharding.make_mesh(jax.local_devices()))
-  feed = device_replay.DeviceFeed(
+  feed = device_feed.DeviceFeed(
       replay, iter(chunks), samples_per_insert=1.0, keep_ratio=False,
       sgd_steps_per_call=args.k, min_size=128)
   networks = networks_lib.make_networks(OBS, -np.ones(ACT), np.ones(ACT),

@@ -23,6 +23,7 @@ if MODE == 'host':
 import jax  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 from wpo_agent import config as config_lib  # pylint: disable=g-import-not-at-top
+from wpo_agent import device_feed
 from wpo_agent import device_replay
 from wpo_agent import learner as learner_lib
 from wpo_agent import networks as networks_lib
@@ -57,7 +58,7 @@ def learner_over(source_chunks, *, capacity, batch_size, key):
   replay = device_replay.DeviceReplay(
       ITEM, capacity=capacity, batch_size=batch_size,
       mesh=sharding.make_mesh(jax.local_devices()))
-  feed = device_replay.DeviceFeed(
+  feed = device_feed.DeviceFeed(
       replay, iter(source_chunks), samples_per_insert=1.0, keep_ratio=False,
       sgd_steps_per_call=K, min_size=128)
   networks = networks_lib.make_networks(OBS, -np.ones(ACT), np.ones(ACT),

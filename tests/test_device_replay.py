@@ -1,5 +1,6 @@
-"""The device replay (device_replay.py): sampling, ring, ratio, checkpoints,
-and the learner step that samples inside jit (docs/architecture.md)."""
+"""The device replay (device_replay.py, device_feed.py): sampling, ring,
+ratio, checkpoints, and the learner step that samples inside jit
+(docs/architecture.md)."""
 
 import threading
 
@@ -11,6 +12,7 @@ from scipy import stats
 
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
+from wpo_agent import device_feed
 from wpo_agent import device_replay
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
@@ -95,7 +97,7 @@ def _feed(samples_per_insert, min_size, chunks, batch_size=64, k=1):
   replay = _replay(capacity=4096, batch_size=batch_size)
   source = (_chunk(i * replay.chunk_size, replay.chunk_size)
             for i in range(chunks))
-  return device_replay.DeviceFeed(
+  return device_feed.DeviceFeed(
       replay, source, samples_per_insert=samples_per_insert,
       keep_ratio=True, sgd_steps_per_call=k, min_size=min_size)
 
@@ -129,9 +131,9 @@ def test_feed_stops_draining_when_the_learner_is_behind():
       consumed.append(i)
       yield _chunk(i * replay.chunk_size, replay.chunk_size)
 
-  feed = device_replay.DeviceFeed(replay, source(), samples_per_insert=1.0,
-                                  keep_ratio=True, sgd_steps_per_call=1,
-                                  min_size=128)
+  feed = device_feed.DeviceFeed(replay, source(), samples_per_insert=1.0,
+                                keep_ratio=True, sgd_steps_per_call=1,
+                                min_size=128)
   feed.wait_until_owed()  # 2 chunks: min_size, then one that pays 2 calls
   threading.Event().wait(0.5)  # give the drain thread time to run ahead
   assert feed.inserted == 256
@@ -142,7 +144,7 @@ def test_feed_without_ratio_drains_what_has_arrived():
   # rate_limiter='min_size': no ratio; each call first adds every chunk the
   # drain holds, so the actors are never held back by the learner.
   replay = _replay(capacity=4096)
-  feed = device_replay.DeviceFeed(
+  feed = device_feed.DeviceFeed(
       replay, (_chunk(i * 128, 128) for i in range(6)),
       samples_per_insert=1.0, keep_ratio=False, sgd_steps_per_call=1,
       min_size=128)

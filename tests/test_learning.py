@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from wpo_agent import config as config_lib
+from wpo_agent import device_feed
 from wpo_agent import device_replay
 from wpo_agent import distributions as dists
 from wpo_agent import learner as learner_lib
@@ -406,7 +407,7 @@ def _device_feed(config):
   replay = device_replay.DeviceReplay(
       jax.tree.map(lambda x: x[0], data), capacity=1024,
       batch_size=config.batch_size, mesh=one_device_mesh())
-  return device_replay.DeviceFeed(
+  return device_feed.DeviceFeed(
       replay, iter([data] * 4), samples_per_insert=1.0, keep_ratio=False,
       sgd_steps_per_call=config.sgd_steps_per_learner_step,
       min_size=device_replay.INSERT_CHUNK)

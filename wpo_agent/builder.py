@@ -17,6 +17,7 @@ import reverb
 
 from wpo_agent import acting
 from wpo_agent import config as config_lib
+from wpo_agent import device_feed as feed_lib
 from wpo_agent import device_replay
 from wpo_agent import environments
 from wpo_agent import learner as learner_lib
@@ -79,10 +80,10 @@ class Builder:
     if self.replay_backend == 'device':
       return replay.make_transport_table(
           self.environment_spec, name=self.table,
-          max_size=device_replay.transport_size(
+          max_size=feed_lib.transport_size(
               samples_per_insert=c.samples_per_insert,
               min_size=c.min_replay_size),
-          rows_per_item=device_replay.TRANSPORT_ROWS)
+          rows_per_item=feed_lib.TRANSPORT_ROWS)
     return replay.make_replay_table(
         self.environment_spec, name=self.table,
         max_size=c.max_replay_size, min_size=c.min_replay_size,
@@ -104,12 +105,12 @@ class Builder:
 
   def writer(self, client: reverb.Client):
     """An actor's writer for its `envs_per_actor` environments: chunks of
-    device_replay.TRANSPORT_ROWS transitions into the device backend's
+    device_feed.TRANSPORT_ROWS transitions into the device backend's
     transport, single transitions into the reverb backend's table."""
     return replay.make_stream_writer(
         client, table=self.table, n_step=self.config.n_step,
         discount=self.config.discount, num_streams=self.run.envs_per_actor,
-        rows_per_item=(device_replay.TRANSPORT_ROWS
+        rows_per_item=(feed_lib.TRANSPORT_ROWS
                        if self.replay_backend == 'device' else None))
 
   def dataset(self, server) -> Iterator[types.Batch]:
@@ -119,7 +120,7 @@ class Builder:
         server, table=self.table, batch_size=c.batch_size,
         num_sgd_steps=c.sgd_steps_per_learner_step, prefetch=c.prefetch_size)
 
-  def device_feed(self, server, mesh) -> device_replay.DeviceFeed:
+  def device_feed(self, server, mesh) -> feed_lib.DeviceFeed:
     """Device backend: the buffer on `mesh` (this host's devices), fed from
     the transport table. With H hosts each holds 1/H of the replay and draws
     1/H of each batch: the sizes in the config are the whole learner's."""
@@ -130,10 +131,10 @@ class Builder:
         mesh=mesh)
     chunks = replay.make_transport_iterator(
         server, table=self.table, chunk_size=buffer.chunk_size,
-        rows_per_item=device_replay.TRANSPORT_ROWS)
+        rows_per_item=feed_lib.TRANSPORT_ROWS)
     # The configured limiter, not `rate_limiter` (the single-process table's):
     # the feed keeps the ratio in both runners, or none with 'min_size'.
-    return device_replay.DeviceFeed(
+    return feed_lib.DeviceFeed(
         buffer, chunks, samples_per_insert=c.samples_per_insert,
         keep_ratio=c.rate_limiter == 'sample_to_insert',
         sgd_steps_per_call=c.sgd_steps_per_learner_step,

@@ -1,13 +1,10 @@
-"""Device-resident replay: the learner samples its batches inside the jitted step.
+"""Device-resident replay: a ring buffer the learner samples inside its step.
 
-With `replay_backend='device'` the replay lives on the learner's devices:
-
-  actors --items of TRANSPORT_ROWS n-step transitions--> reverb FIFO
-     'transport' table (bounded; replay.py)
-     --drain thread, re-cut into chunks of INSERT_CHUNK items--> DeviceFeed
-     --add (jitted, donated)--> DeviceReplay: a ring buffer on the device(s)
-  learner call: K x (uniform indices drawn in jit -> gather -> SGD step),
-  so a call moves no replay data between host and device.
+With `replay_backend='device'` the replay lives on the learner's devices: a
+`DeviceReplay` ring buffer, filled chunk by chunk by a `device_feed.DeviceFeed`
+(which also keeps the samples-per-insert ratio), and sampled inside the
+jitted learner step: K x (uniform indices drawn in jit -> gather -> SGD step),
+so a call moves no replay data between host and device.
 
 The ring buffer has one shard per device of the learner's mesh (a leading
 axis sharded over 'data'). Every chunk is split evenly over the devices, so
@@ -15,73 +12,50 @@ each device holds capacity/D items, the shards always hold equal counts, and
 each device drawing B/D of a batch from its own shard is uniform sampling over
 all items, with no replay data crossing devices.
 
-Samples-per-insert is kept here (`ratio.RatioGate` over the drained items): the
-learner drains a chunk only when the ratio owes it no call, so when it is
-behind, the transport table fills and the actors' writes block, as under
-reverb's SampleToInsertRatio limiter. No reverb or TensorFlow import here.
+A buffer too large for the devices' free memory is refused, by `DeviceReplay`
+itself and, before a run starts, by `check_replay_fits`. No reverb or
+TensorFlow import here.
 """
 
-import importlib.util
-import json
-import os
-import queue
-import subprocess
-import sys
-import threading
-from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
-import psutil
 
-from wpo_agent import ratio
+from wpo_agent import accelerators
+from wpo_agent import config as config_lib
 from wpo_agent.types import Batch
 
 # Items per transfer from the transport into the device buffer (rounded up to
 # a multiple of the device count): large enough that adds cost little per
 # item, small enough to keep the learner within ~1% of its ratio.
 INSERT_CHUNK = 128
-# Transitions per transport item (an actor's ChunkWriter chunk): the actor
-# pays reverb's per-item cost once per this many transitions.
-TRANSPORT_ROWS = 64
 # Share of a device's free memory the buffer may take; the rest is for the
 # learner's parameters, optimiser state and activations.
 _MEMORY_SHARE = 0.8
 
 
-# Packages through which JAX finds accelerators; with none installed (or with
-# JAX_PLATFORMS=cpu) the platform is 'cpu' without probing.
-_ACCELERATOR_PACKAGES = ('jax_plugins', 'jax_cuda12_plugin', 'libtpu')
-_PROBE = ('import json, jax\n'
-          'from wpo_agent import device_replay as d\n'
-          'devs = jax.local_devices()\n'
-          'print(json.dumps([devs[0].platform, len(devs), '
-          'd.free_bytes_per_device(devs)]))')
+class BufferTooLargeError(ValueError):
+  """The device buffer would not fit in the learner's device memory."""
 
 
-def learner_devices(*, in_process: bool) -> Tuple[str, int, int]:
-  """(platform, count, free bytes of the fullest) of the learner's devices.
+def check_replay_fits(config: config_lib.WPOConfig, environment_spec, *,
+                      in_process: bool, num_hosts: int = 1) -> None:
+  """Refuses, before training, a device replay that would not fit in the
+  learner's device memory (BufferTooLargeError).
 
-  `in_process`: the learner runs in this process (single-process runner);
-  otherwise they are probed in a short subprocess with this process's
-  environment (what the learner node inherits), so that this process never
-  claims accelerator memory.
+  `environment_spec`: the run's task's (the items' shapes). `in_process`: the
+  learner runs in this process (accelerators.learner_devices). Each of
+  `num_hosts` hosts holds its share of the replay.
   """
-  if in_process:
-    devices = jax.local_devices()
-    return devices[0].platform, len(devices), free_bytes_per_device(devices)
-  if (os.environ.get('JAX_PLATFORMS', '').strip() == 'cpu' or not any(
-      importlib.util.find_spec(name) for name in _ACCELERATOR_PACKAGES)):
-    return 'cpu', 1, int(psutil.virtual_memory().available)
-  # Same environment as the learner node, so the allocator limit it reports
-  # (XLA_PYTHON_CLIENT_MEM_FRACTION etc.) is the learner's; the memory is
-  # released when the probe exits.
-  out = subprocess.run([sys.executable, '-c', _PROBE], capture_output=True,
-                       text=True, timeout=300, check=True)
-  platform, count, free = json.loads(out.stdout.strip().splitlines()[-1])
-  return platform, int(count), int(free)
+  if config.replay_backend != 'device':
+    return
+  platform, count, free = accelerators.learner_devices(in_process=in_process)
+  check_fits(transition_item(environment_spec),
+             capacity=config.max_replay_size // num_hosts, num_devices=count,
+             free_bytes=free, platform=platform)
 
 
 def check_fits(item: Batch, *, capacity: int, num_devices: int,
@@ -100,6 +74,12 @@ def check_fits(item: Batch, *, capacity: int, num_devices: int,
         f'at most {fits}, use more devices, or use replay_backend=reverb')
 
 
+def item_bytes(item: Batch) -> int:
+  """Bytes of one item (arrays or specs: anything with shape and dtype)."""
+  return int(sum(np.dtype(x.dtype).itemsize * int(np.prod(x.shape))
+                 for x in item))
+
+
 def transition_item(environment_spec) -> Batch:
   """One transition of zeros: the buffer's item shapes and dtypes."""
   def zeros(spec):
@@ -111,23 +91,12 @@ def transition_item(environment_spec) -> Batch:
                next_observation=zeros(environment_spec.observations))
 
 
-def transport_size(*, samples_per_insert: float, min_size: int) -> int:
-  """Capacity of the transport queue in items of TRANSPORT_ROWS: how far
-  actors may run ahead.
-
-  Two chunks, or the transitions reverb's ratio limiter would let actors run
-  ahead by (its error buffer over spi), whichever is more. Transitions
-  drained but not yet added (up to 2 chunks queued, a few items in the
-  drain's streams) and each actor's unsent rows come on top.
-  """
-  ahead = ratio.default_error_buffer(samples_per_insert=samples_per_insert,
-                                     min_size=min_size) / samples_per_insert
-  return -(-int(max(2 * INSERT_CHUNK, -(-ahead // 1))) // TRANSPORT_ROWS)
-
-
 def rechunk(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
   """Batches [size, ...] of the transitions in `batches` (each [m, L, ...]
-  or [m, ...]), in order; a last partial batch is held back."""
+  or [m, ...]), in order; a last partial batch is held back.
+
+  The transport's drain cuts the actors' items into the buffer's add chunks
+  with this (replay.make_transport_iterator)."""
   held, count = [], 0
   for batch in batches:
     flat = Batch(*(x.reshape((-1,) + x.shape[batch.reward.ndim:])
@@ -141,27 +110,6 @@ def rechunk(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
       rest = Batch(*(x[size:] for x in joined))
       count -= size
       held = [rest] if count else []
-
-
-def item_bytes(item: Batch) -> int:
-  return int(sum(np.dtype(x.dtype).itemsize * int(np.prod(x.shape))
-                 for x in item))
-
-
-def free_bytes_per_device(devices) -> int:
-  """Free memory of the most loaded device (host memory / D on CPU)."""
-  free = []
-  for device in devices:
-    stats = device.memory_stats() if device.platform != 'cpu' else None
-    if stats and 'bytes_limit' in stats:
-      free.append(stats['bytes_limit'] - stats.get('bytes_in_use', 0))
-    else:  # CPU devices share the host's memory
-      free.append(psutil.virtual_memory().available // len(devices))
-  return int(min(free))
-
-
-class BufferTooLargeError(ValueError):
-  """The device buffer would not fit in the learner's device memory."""
 
 
 class RingState(NamedTuple):
@@ -206,7 +154,7 @@ class DeviceReplay:
                         for x in item))
     devices = list(mesh.devices.flat)
     check_fits(self.item, capacity=capacity, num_devices=d,
-               free_bytes=free_bytes_per_device(devices),
+               free_bytes=accelerators.free_bytes_per_device(devices),
                platform=devices[0].platform)
     self.sharding = NamedSharding(mesh, P('data'))  # leading (device) axis
     self.init = jax.jit(self._init, out_shardings=self.sharding)
@@ -306,96 +254,3 @@ class DeviceReplay:
   def size(self, state: RingState) -> int:
     """Items held (a host read)."""
     return int(np.asarray(state.size)[0]) * self.num_shards
-
-
-class DeviceFeed:
-  """The learner's side of the device replay: drains, adds, keeps the ratio.
-
-  A daemon thread reads chunks from `chunks` (the transport table's drain,
-  replay.make_transport_iterator) into a short queue; the learner's thread adds
-  them to the device buffer only when the samples-per-insert gate owes no
-  call, so a learner that falls behind stops draining and the actors block.
-  `lock` guards the buffer state and counts against a checkpoint taken from
-  another thread (adds donate the old buffers).
-  """
-
-  def __init__(self, replay: DeviceReplay, chunks: Iterator[Batch], *,
-               samples_per_insert: float, keep_ratio: bool,
-               sgd_steps_per_call: int, min_size: int, queue_chunks: int = 2):
-    """`keep_ratio=False` (rate_limiter 'min_size'): after `min_size` items
-    the learner never waits, and drains whatever has arrived before each call."""
-    self.replay = replay
-    self.lock = threading.RLock()
-    self._keep_ratio = keep_ratio
-    self._gate_args = dict(samples_per_insert=samples_per_insert
-                           if keep_ratio else 1e12,
-                           batch_size=replay.batch_size,
-                           sgd_steps_per_call=sgd_steps_per_call)
-    self._min_size = min_size
-    self._queue: 'queue.Queue' = queue.Queue(maxsize=queue_chunks)
-    self._set_state(replay.init())
-    threading.Thread(target=self._drain, args=(chunks,), daemon=True,
-                     name='device-replay-drain').start()
-
-  def _set_state(self, state) -> None:
-    self.state = state
-    self.items = self.replay.size(state)
-    self.inserted = 0  # items added in this session
-    self.gate = ratio.RatioGate(
-        **self._gate_args, inserted_before_min=self._min_size - self.items)
-
-  def _drain(self, chunks: Iterator[Batch]) -> None:
-    try:
-      for chunk in chunks:
-        self._queue.put(chunk)
-    except BaseException as e:  # pylint: disable=broad-except
-      self._queue.put(e)  # re-raised in the learner's thread
-
-  def pull(self, *, timeout: Optional[float]) -> bool:
-    """Adds one chunk if one arrives within `timeout` (None: don't wait)."""
-    try:
-      chunk = (self._queue.get_nowait() if timeout is None
-               else self._queue.get(timeout=timeout))
-    except queue.Empty:
-      return False
-    if isinstance(chunk, BaseException):
-      raise RuntimeError('the replay transport failed') from chunk
-    with self.lock:
-      self.state = self.replay.add(self.state, chunk)
-      n = self.replay.chunk_size
-      self.items = min(self.items + n, self.replay.capacity)
-      self.inserted += n
-      self.gate.insert(n)
-    return True
-
-  def wait_until_owed(self, stop: Optional[Callable[[], bool]] = None
-                      ) -> bool:
-    """Blocks (draining) until the ratio allows one more learner call, or
-    until `stop()` is true (then returns False)."""
-    while not self._keep_ratio and self.pull(timeout=None):
-      pass
-    while not self.gate.owed():
-      if stop is not None and stop():
-        return False
-      self.pull(timeout=0.1)
-    return True
-
-  def called(self) -> None:
-    self.gate.called()
-
-  def realised_samples_per_insert(self) -> float:
-    """Sampled / inserted transitions since the buffer reached min_size."""
-    return self.gate.realised()
-
-  def to_host(self) -> Dict[str, Any]:
-    """The buffer for a checkpoint, after adding the chunks already drained
-    (those still inside the drain's reverb streams, at most a few hundred
-    items, are in no checkpoint: BUILD_NOTES.md)."""
-    with self.lock:
-      while self.pull(timeout=None):
-        pass
-      return self.replay.to_host(self.state)
-
-  def restore(self, saved: Dict[str, Any]) -> None:
-    with self.lock:
-      self._set_state(self.replay.from_host(saved))

@@ -8,7 +8,7 @@ along B; on one device this is the plain jitted step.
 
 Its data comes from one of the two replay backends: an iterator of [K, B]
 batches (reverb, sampled on the host and copied in each call) or a
-`device_replay.DeviceFeed` (sampled inside the step from the device buffer).
+`device_feed.DeviceFeed` (sampled inside the step from the device buffer).
 """
 
 import threading
@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from wpo_agent import config as config_lib
-from wpo_agent import device_replay
+from wpo_agent import device_feed
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
 from wpo_agent import sharding
@@ -32,13 +32,13 @@ class WPOLearner(acme.Learner, acme.Saveable):
   """Runs K fused SGD steps per call on data from `source`.
 
   `source` is an iterator of [K, B] batches (reverb backend) or a
-  `device_replay.DeviceFeed` (device backend).
+  `device_feed.DeviceFeed` (device backend).
   """
 
   def __init__(self,
                networks: networks_lib.WPONetworks,
                config: config_lib.WPOConfig,
-               source: Union[Iterator[Batch], device_replay.DeviceFeed],
+               source: Union[Iterator[Batch], device_feed.DeviceFeed],
                key: jax.Array,
                *,
                mesh: jax.sharding.Mesh,
@@ -48,7 +48,7 @@ class WPOLearner(acme.Learner, acme.Saveable):
     self._logger = logger
     self._log_every = log_every
     self.feed = None
-    if isinstance(source, device_replay.DeviceFeed):
+    if isinstance(source, device_feed.DeviceFeed):
       self.feed = source
       (self._learner_step, self._state_sharding,
        self._replay_sharding) = sharding.make_sampling_learner_step(

@@ -11,7 +11,6 @@ import os
 from typing import Any, Dict, Optional
 
 from wpo_agent import config as config_lib
-from wpo_agent import device_replay
 from wpo_agent import environments
 from wpo_agent import workdir as workdir_lib
 
@@ -131,25 +130,6 @@ def check_hosts(run: RunOptions, config: config_lib.WPOConfig) -> None:
         f'--num_hosts={run.num_hosts} needs replay_backend=device (got '
         f'{config.replay_backend}): the hosts\' learners step in lockstep, '
         'which a reverb sampler blocked on its rate limiter cannot')
-
-
-def check_replay_fits(config: config_lib.WPOConfig, environment_spec, *,
-                      in_process: bool, num_hosts: int = 1) -> None:
-  """Refuses, before training, a device replay that would not fit in the
-  learner's device memory (device_replay.BufferTooLargeError).
-
-  `environment_spec`: the run's task's (the items' shapes). `in_process`: the
-  learner runs in this process (device_replay.learner_devices). Each of
-  `num_hosts` hosts holds its share of the replay.
-  """
-  if config.replay_backend != 'device':
-    return
-  platform, count, free = device_replay.learner_devices(in_process=in_process)
-  device_replay.check_fits(
-      device_replay.transition_item(environment_spec),
-      capacity=config.max_replay_size // num_hosts, num_devices=count,
-      free_bytes=free,
-      platform=platform)
 
 
 def summary(run: RunOptions, *, actor_steps: int,

@@ -20,6 +20,7 @@ import reverb
 from wpo_agent import builder as builder_lib
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
+from wpo_agent import device_replay
 from wpo_agent import lifetime
 from wpo_agent import logs
 from wpo_agent import replay as replay_lib
@@ -36,7 +37,8 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   """
   run = dataclasses.replace(run, single_process=True)
   builder = builder_lib.Builder(config, run)
-  runs.check_replay_fits(config, builder.environment_spec, in_process=True)
+  device_replay.check_replay_fits(config, builder.environment_spec,
+                                  in_process=True)
   with lifetime.claimed(run.workdir):
     return _train(run, config, builder)
 

@@ -29,6 +29,7 @@ import psutil
 
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
+from wpo_agent import device_replay
 from wpo_agent import environments
 from wpo_agent import lifetime
 from wpo_agent import logs
@@ -271,10 +272,10 @@ def run(run_options: runs.RunOptions,
       run_options, workdir=os.path.abspath(run_options.host_workdir),
       single_process=False)
   runs.check_hosts(run_options, config)
-  runs.check_replay_fits(config, environments.environment_spec(
+  device_replay.check_replay_fits(config, environments.environment_spec(
       environments.make_environment(run_options.domain, run_options.task,
                                     seed=0)), in_process=False,
-                         num_hosts=run_options.num_hosts)
+                                  num_hosts=run_options.num_hosts)
   with lifetime.claimed(run_options.workdir):
     return _run_claimed(run_options, config, base_workdir)
 
