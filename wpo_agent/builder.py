@@ -17,6 +17,7 @@ import reverb
 
 from wpo_agent import acting
 from wpo_agent import config as config_lib
+from wpo_agent import data_sources
 from wpo_agent import device_feed as feed_lib
 from wpo_agent import device_replay
 from wpo_agent import environments
@@ -140,6 +141,14 @@ class Builder:
         sgd_steps_per_call=c.sgd_steps_per_learner_step,
         min_size=-(-c.min_replay_size // hosts))
 
+  def data_source(self, server) -> data_sources.DataSource:
+    """The learner's data from `server` (a reverb address or client) through
+    the configured replay backend: the one place that picks it."""
+    if self.replay_backend == 'device':
+      return data_sources.FeedSource(
+          self.device_feed(server, sharding.make_mesh(jax.local_devices())))
+    return data_sources.IteratorSource(self.dataset(server))
+
   # --- learner, actors, evaluator -------------------------------------------
 
   def learner(self, server, logger: Optional[Any]) -> learner_lib.WPOLearner:
@@ -153,14 +162,10 @@ class Builder:
         raise config_lib.ConfigError(
             f'{name}={getattr(self.config, name)} must be divisible by the '
             f'{len(devices)} devices it is split over ({devices[0].platform})')
-    mesh = sharding.make_mesh(devices)
-    if self.replay_backend == 'device':
-      source = self.device_feed(server, sharding.make_mesh(jax.local_devices()))
-    else:
-      source = self.dataset(server)
     return learner_lib.WPOLearner(
-        self.networks, self.config, source, jax.random.PRNGKey(self.run.seed),
-        mesh=mesh, logger=logger)
+        self.networks, self.config, self.data_source(server),
+        jax.random.PRNGKey(self.run.seed), mesh=sharding.make_mesh(devices),
+        logger=logger)
 
   def actor_loop(self, source: core.VariableSource, *, actor_index: int,
                  start_actor_steps: int, writer) -> loops.ActorLoop:

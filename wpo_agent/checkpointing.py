@@ -212,6 +212,6 @@ def restore_learner(checkpointer: Checkpointer, learner, *,
 def restore_replay(checkpointer: Checkpointer, learner,
                    metadata: Dict[str, Any], step: Optional[int]) -> None:
   """The device replay saved at `step` (if it was) into `learner`."""
-  if learner.feed is not None and _REPLAY_FILLED in metadata:
-    like = learner.feed.replay.saved_like(metadata[_REPLAY_FILLED])
-    learner.feed.restore(checkpointer.restore_replay(like, step))
+  if _REPLAY_FILLED in metadata:
+    learner.restore_replay(metadata[_REPLAY_FILLED],
+                           lambda like: checkpointer.restore_replay(like, step))

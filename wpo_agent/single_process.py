@@ -50,9 +50,12 @@ def _train(run, config, builder) -> Dict[str, Any]:
   counts = dict(actor_steps=0, learner_steps=0, episodes=0, elapsed_s=0.0)
   learner = builder.learner(replay.client, logs.WithCounts(
       builder.loggers('train', 'learner_steps'), counts, ('actor_steps',)))
+  # With the device replay the learner's feed keeps the ratio over what it
+  # has drained; with reverb, `replay` keeps it over the actor's steps.
+  replay.use_feed(learner.source.feed
+                  if builder.replay_backend == 'device' else None)
   checkpointer = checkpointing.Checkpointer(run.workdir)
   _restore(checkpointer, learner, counts, replay, run, say)
-  replay.use_feed(learner.feed)
   actor = builder.actor_loop(learner, actor_index=0, writer=replay.writer,
                              start_actor_steps=counts['actor_steps'])
   evaluator = builder.evaluator(learner,
@@ -132,6 +135,10 @@ class _Replay:
     """The device replay's feed keeps the ratio (None: the reverb table)."""
     self._feed = feed
 
+  def restored_items(self) -> int:
+    """Items the replay holds at the start (0: it refills to min_size)."""
+    return self._feed.items if self._feed is not None else self.items_at_start
+
   def inserted(self, steps: int) -> None:
     """Counts actor steps (one transition written each)."""
     self._gate.insert(steps)
@@ -170,8 +177,7 @@ def _restore(checkpointer, learner, counts, replay, run, say) -> None:
                                        with_replay=run.checkpoint_replay)
   if meta is not None:
     counts.update({k: meta[k] for k in counts if k in meta})
-    items = (learner.feed.items if learner.feed is not None
-             else replay.items_at_start)
+    items = replay.restored_items()
     say(f'Resumed from {checkpointer.directory} at actor step '
         f'{counts["actor_steps"]} (learner step {learner.sgd_steps}); ' + (
             f'replay restored with {items} items.' if items
