@@ -46,69 +46,119 @@ def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
 def _train(run, config, builder) -> Dict[str, Any]:
   resume.write_run_config(run.workdir, run, config)
   say = (lambda *a: None) if run.quiet else (lambda *a: print(*a, flush=True))
-  replay = _Replay(builder)
-  counts = dict(actor_steps=0, learner_steps=0, episodes=0, elapsed_s=0.0)
-  learner = builder.learner(replay.client, logs.WithCounts(
-      builder.loggers('train', 'learner_steps'), counts, ('actor_steps',)))
-  # With the device replay the learner's feed keeps the ratio over what it
-  # has drained; with reverb, `replay` keeps it over the actor's steps.
-  replay.use_feed(learner.source.feed
-                  if builder.replay_backend == 'device' else None)
-  checkpointer = checkpointing.Checkpointer(run.workdir)
-  _restore(checkpointer, learner, counts, replay, run, say)
-  actor = builder.actor_loop(learner, actor_index=0, writer=replay.writer,
-                             start_actor_steps=counts['actor_steps'])
-  evaluator = builder.evaluator(learner,
-                                start_actor_steps=counts['actor_steps'])
-  progress = logs.Progress(run.max_actor_steps, config.batch_size)
-  progress_due = logs.Every(run.progress_every_s)
-  checkpoint_due = logs.Every(run.checkpoint_every_s)
-  start, elapsed_before = time.time(), counts['elapsed_s']
-  episodes_before = counts['episodes']
-
-  def clock():  # run wall time, continued across resumes
-    return elapsed_before + time.time() - start
-
-  def save():
-    counts.update(elapsed_s=clock(), learner_steps=learner.sgd_steps)
-    if run.checkpoint_replay:
-      replay.checkpoint()  # first, so the learner's checkpoint is never older
-    checkpointing.save_learner(checkpointer, counts['actor_steps'], learner,
-                               dict(counts), with_replay=run.checkpoint_replay)
-
+  session = _Session(run, config, builder, say)
   say(f'Training WPO on {run.domain}-{run.task} to {run.max_actor_steps} '
       f'actor steps; logs and checkpoints in {os.path.abspath(run.workdir)}')
   with stopping.GracefulStop() as stop:
-    while counts['actor_steps'] < run.max_actor_steps and not stop.requested:
-      steps_before = actor.steps
-      actor.step()  # one step of each of the actor's environments
-      made = actor.steps - steps_before
-      counts['episodes'] = episodes_before + actor.episodes
-      counts['actor_steps'] += made
-      replay.inserted(made)
-      while replay.learner_call_owed():
-        learner.step()
-        replay.learner_called()
-      if progress_due.due():
-        say(progress.line(counts['actor_steps'], learner.sgd_steps,
-                          counts['actor_steps'], evaluator.last_return))
-      if checkpoint_due.due():
-        save()
-      if counts['actor_steps'] < run.max_actor_steps:
-        evaluator.maybe_evaluate(actor_steps=counts['actor_steps'],
-                                 learner_steps=learner.sgd_steps,
-                                 wall_time=clock())
+    session.train(stop)
     stopped = stop.requested
-  if not stopped:
-    evaluator.finish(actor_steps=counts['actor_steps'],
-                     learner_steps=learner.sgd_steps, wall_time=clock())
-  save()
-  checkpointer.close()
-  replay.close()
-  return runs.summary(run, actor_steps=counts['actor_steps'],
-                      learner_steps=learner.sgd_steps,
-                      last_eval_return=evaluator.last_return,
-                      elapsed_s=clock(), stopped_early=stopped)
+  return session.finish(stopped=stopped)
+
+
+class _Session:
+  """One launch of the runner: its parts, its counts (restored from the
+  checkpoint it resumes) and its wall clock."""
+
+  def __init__(self, run, config, builder, say):
+    self.run = run
+    self._say = say
+    self.replay = _Replay(builder)
+    self.counts = dict(actor_steps=0, learner_steps=0, episodes=0,
+                       elapsed_s=0.0)
+    self.learner = builder.learner(self.replay.client, logs.WithCounts(
+        builder.loggers('train', 'learner_steps'), self.counts,
+        ('actor_steps',)))
+    # With the device replay the learner's feed keeps the ratio over what it
+    # has drained; with reverb, `replay` keeps it over the actor's steps.
+    self.replay.use_feed(self.learner.source.feed
+                         if builder.replay_backend == 'device' else None)
+    self.checkpointer = checkpointing.Checkpointer(run.workdir)
+    self._restore()
+    start_steps = self.counts['actor_steps']
+    self.actor = builder.actor_loop(self.learner, actor_index=0,
+                                    writer=self.replay.writer,
+                                    start_actor_steps=start_steps)
+    self.evaluator = builder.evaluator(self.learner,
+                                       start_actor_steps=start_steps)
+    self._progress = logs.Progress(run.max_actor_steps, config.batch_size)
+    self._progress_due = logs.Every(run.progress_every_s)
+    self._checkpoint_due = logs.Every(run.checkpoint_every_s)
+    self._start, self._elapsed_before = time.time(), self.counts['elapsed_s']
+    self._episodes_before = self.counts['episodes']
+
+  def _restore(self) -> None:
+    """Restores the learner and counts if the workdir has a checkpoint."""
+    meta = checkpointing.restore_learner(
+        self.checkpointer, self.learner, with_replay=self.run.checkpoint_replay)
+    if meta is None:
+      return
+    counts = self.counts
+    counts.update({k: meta[k] for k in counts if k in meta})
+    items = self.replay.restored_items()
+    self._say(f'Resumed from {self.checkpointer.directory} at actor step '
+              f'{counts["actor_steps"]} (learner step '
+              f'{self.learner.sgd_steps}); ' + (
+                  f'replay restored with {items} items.' if items
+                  else f'replay refills to {self.replay.min_size} '
+                  'before learning resumes.'))
+
+  def clock(self) -> float:
+    """Run wall time, continued across resumes."""
+    return self._elapsed_before + time.time() - self._start
+
+  def train(self, stop: stopping.GracefulStop) -> None:
+    """Actor rounds, each followed by the learner calls the ratio owes, until
+    the step limit or `stop`; progress lines, checkpoints and evaluations
+    when due."""
+    run, counts = self.run, self.counts
+    while counts['actor_steps'] < run.max_actor_steps and not stop.requested:
+      self._act()
+      while self.replay.learner_call_owed():
+        self.learner.step()
+        self.replay.learner_called()
+      if self._progress_due.due():
+        self._say(self._progress.line(
+            counts['actor_steps'], self.learner.sgd_steps,
+            counts['actor_steps'], self.evaluator.last_return))
+      if self._checkpoint_due.due():
+        self.save()
+      if counts['actor_steps'] < run.max_actor_steps:
+        self.evaluator.maybe_evaluate(actor_steps=counts['actor_steps'],
+                                      learner_steps=self.learner.sgd_steps,
+                                      wall_time=self.clock())
+
+  def _act(self) -> None:
+    """One step of each of the actor's environments, counted."""
+    steps_before = self.actor.steps
+    self.actor.step()
+    made = self.actor.steps - steps_before
+    self.counts['episodes'] = self._episodes_before + self.actor.episodes
+    self.counts['actor_steps'] += made
+    self.replay.inserted(made)
+
+  def save(self) -> None:
+    counts = self.counts
+    counts.update(elapsed_s=self.clock(), learner_steps=self.learner.sgd_steps)
+    if self.run.checkpoint_replay:
+      self.replay.checkpoint()  # first, so the learner's is never older
+    checkpointing.save_learner(self.checkpointer, counts['actor_steps'],
+                               self.learner, dict(counts),
+                               with_replay=self.run.checkpoint_replay)
+
+  def finish(self, *, stopped: bool) -> Dict[str, Any]:
+    """The final evaluation (unless stopped early) and checkpoint; closes
+    everything; the run's summary."""
+    if not stopped:
+      self.evaluator.finish(actor_steps=self.counts['actor_steps'],
+                            learner_steps=self.learner.sgd_steps,
+                            wall_time=self.clock())
+    self.save()
+    self.checkpointer.close()
+    self.replay.close()
+    return runs.summary(self.run, actor_steps=self.counts['actor_steps'],
+                        learner_steps=self.learner.sgd_steps,
+                        last_eval_return=self.evaluator.last_return,
+                        elapsed_s=self.clock(), stopped_early=stopped)
 
 
 class _Replay:
@@ -169,17 +219,3 @@ class _Replay:
     # is garbage collected) waits out a 10 s flush timeout on a stopped server.
     self.writer.close()
     self._server.stop()
-
-
-def _restore(checkpointer, learner, counts, replay, run, say) -> None:
-  """Restores the learner and counts if the workdir has a checkpoint."""
-  meta = checkpointing.restore_learner(checkpointer, learner,
-                                       with_replay=run.checkpoint_replay)
-  if meta is not None:
-    counts.update({k: meta[k] for k in counts if k in meta})
-    items = replay.restored_items()
-    say(f'Resumed from {checkpointer.directory} at actor step '
-        f'{counts["actor_steps"]} (learner step {learner.sgd_steps}); ' + (
-            f'replay restored with {items} items.' if items
-            else f'replay refills to {replay.min_size} '
-            'before learning resumes.'))
