@@ -29,23 +29,20 @@ import subprocess
 import sys
 import time
 
-import common  # noqa: F401  (sys.path for wpo_agent)
-from common import current_rss_mb, emit_json, load_average, median, \
-    print_table, spread
+import common
+from common import current_rss_mb, emit_json, load_average, print_table, \
+    spread
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
 from dm_control import suite  # noqa: E402
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import reverb  # noqa: E402
 
 from wpo_agent import acting  # noqa: E402
-from wpo_agent import config as config_lib  # noqa: E402
 from wpo_agent import device_feed  # noqa: E402
 from wpo_agent import environments  # noqa: E402
 from wpo_agent import loops  # noqa: E402
-from wpo_agent import networks as networks_lib  # noqa: E402
 from wpo_agent import replay  # noqa: E402
 
 N_STEP, DISCOUNT = 5, 0.99
@@ -53,34 +50,20 @@ ROWS = device_feed.TRANSPORT_ROWS
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--domains', default='cheetah:run,humanoid:run')
+  p = common.add_flags(
+      common.parser(__doc__), domains='cheetah:run,humanoid:run', steps=16000,
+      repeats=3, json=False,
+      helps=dict(steps='environment steps per measurement'))
   p.add_argument('--envs', default='1,4,8,16',
                  help='environments per actor for the chunks_E variants')
   p.add_argument('--items_envs', default='1,8',
                  help='E of the items_E variants (reverb backend)')
   p.add_argument('--none_envs', default='8',
                  help='E of the none_E variants (no writes)')
-  p.add_argument('--steps', type=int, default=16000,
-                 help='environment steps per measurement')
-  p.add_argument('--repeats', type=int, default=3)
   p.add_argument('--rss', action='store_true',
                  help='also measure each E in a child process (RSS)')
-  p.add_argument('--json', action='store_true', help='print one JSON line too')
   p.add_argument('--rss_child', default=None, help=argparse.SUPPRESS)
   return p.parse_args(argv)
-
-
-def _ints(text):
-  return [int(x) for x in text.split(',') if x]
-
-
-def _policy(spec):
-  nets = networks_lib.make_networks_from_spec(
-      spec, **config_lib.make_config(
-          'acme', policy_layer_sizes=(256, 256, 256)).network_kwargs())
-  params, _ = nets.init(jax.random.PRNGKey(0))
-  return nets.policy, acting.StaticVariableSource(policy=jax.device_get(params))
 
 
 def _table(kind, spec, steps):
@@ -110,7 +93,7 @@ class Domain:
     self.envs = [environments.make_environment(domain, task, seed=i)
                  for i in range(max_envs)]
     self.spec = environments.environment_spec(self.envs[0])
-    self.policy, self.source = _policy(self.spec)
+    self.policy, self.source = common.policy_source(self.spec)
     self.actors = {}
     self.rng = np.random.default_rng(0)
 
@@ -167,7 +150,7 @@ def rss_child(args):
   domain, task = name.split(':')
   envs = [environments.make_environment(domain, task, seed=i)
           for i in range(num)]
-  policy, source = _policy(environments.environment_spec(envs[0]))
+  policy, source = common.policy_source(environments.environment_spec(envs[0]))
   actor = acting.VectorActor(policy, acting.VariableClient(source, 'policy'),
                              seeds=range(num))
   writer = _writer('chunks', reverb.Client(address), num)
@@ -199,8 +182,8 @@ def main(argv=None):
   if args.rss_child:
     rss_child(args)
     return
-  envs, items, none = _ints(args.envs), _ints(args.items_envs), _ints(
-      args.none_envs)
+  envs, items, none = (list(common.ints(x)) for x in (
+      args.envs, args.items_envs, args.none_envs))
   variants = (['raw'] + [f'chunks_{e}' for e in envs] +
               [f'items_{e}' for e in items] + [f'none_{e}' for e in none])
   print(f'cpus: {os.cpu_count()}  load avg: {load_average()}  transport rows '
@@ -209,11 +192,10 @@ def main(argv=None):
   for name in args.domains.split(','):
     dom = Domain(name, max(envs + items + none))
     rates = {v: [] for v in variants}
-    for _ in range(args.repeats):
-      for v in variants:
-        steps, dt = dom.measure(v, args.steps)
-        rates[v].append(steps / dt)
-    med = {v: median(r) for v, r in rates.items()}
+    for _, v in common.interleave(variants, args.repeats):
+      steps, dt = dom.measure(v, args.steps)
+      rates[v].append(steps / dt)
+    med = common.medians(rates)
     print(f'\n{name}: obs {dom.spec.observations.shape[0]}  act '
           f'{dom.spec.actions.shape[0]}  {args.steps} steps x {args.repeats} '
           f'repeats per variant (load avg {load_average()})')

@@ -17,29 +17,18 @@ Modes and Ks are timed in alternating windows in one process.
   .venv/bin/python bench/bench_device_replay.py [--json PATH]
 """
 
-import argparse
-import json
 import time
 
-import common  # noqa: F401  (sys.path for wpo_agent)
+import common
 from common import median
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wpo_agent import config as config_lib
 from wpo_agent import device_replay
 from wpo_agent import learning
-from wpo_agent import networks as networks_lib
 from wpo_agent import sharding
-from wpo_agent.types import Batch
-
-
-def _chunks(rng, n, size, obs, act):
-  return [Batch(*(rng.normal(size=(size,) + shape).astype(np.float32)
-                  for shape in ((obs,), (act,), (), (), (obs,))))
-          for _ in range(n)]
 
 
 class _Inserts:
@@ -67,102 +56,103 @@ def _noop_call(replay, k):
   return jax.jit(call)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+class _Calls:
+  """The timed calls, (mode, K) each, on one buffer the inserts keep growing."""
+
+  def __init__(self, args, replay, mesh, buffer, inserts):
+    self.buffer, self.inserts = buffer, inserts
+    self.fns, self.states = {}, {}
+    modes = args.modes.split(',')
+    for k in args.ks:
+      if 'updates' in modes:
+        cfg, nets = common.learner_setup(
+            args.obs_dim, args.act_dim, critic_layer_sizes=common.PAPER_CRITIC,
+            batch_size=args.batch, sgd_steps_per_learner_step=k,
+            max_replay_size=args.capacity)
+        step, replicated, _ = sharding.make_sampling_learner_step(
+            nets, cfg, mesh, replay)
+        self.states[('updates', k)] = jax.device_put(
+            learning.init_training_state(nets, cfg, jax.random.PRNGKey(0)),
+            replicated)
+        self.fns[('updates', k)] = step
+      if 'feed' in modes:
+        self.fns[('feed', k)] = _noop_call(replay, k)
+        self.states[('feed', k)] = jax.random.PRNGKey(0)
+
+  def caller(self, key):
+    """One call of `key` after the inserts due by now."""
+    def call():
+      self.buffer = self.inserts.catch_up(self.buffer)
+      fn, state = self.fns[key], self.states[key]
+      if key[0] == 'updates':
+        state, out = fn(state, self.buffer)
+      else:
+        state, sub = jax.random.split(state)
+        out = fn(self.buffer, sub)
+      self.states[key] = state
+      return out
+    return call
+
+
+def parse_args(argv=None):
+  p = common.parser(__doc__)
   p.add_argument('--modes', default='updates,feed')
-  p.add_argument('--ks', default='1,8,32')
-  p.add_argument('--obs-dim', type=int, default=67)  # humanoid
-  p.add_argument('--act-dim', type=int, default=21)
-  p.add_argument('--batch', type=int, default=256)
-  p.add_argument('--capacity', type=int, default=1_000_000)
   p.add_argument('--prefill', type=int, default=100_000)
-  p.add_argument('--spi', type=float, default=32.0)
-  p.add_argument('--learner-rate', type=float, default=2000.0)
-  p.add_argument('--seconds', type=float, default=5.0, help='per window')
-  p.add_argument('--windows', type=int, default=3)
-  p.add_argument('--json', help='write the results here')
-  args = p.parse_args()
-  ks = [int(k) for k in args.ks.split(',')]
-  modes = args.modes.split(',')
-  devices = jax.local_devices()
+  common.add_flags(p, ks='1,8,32', obs_dim=common.HUMANOID_OBS,
+                   act_dim=common.HUMANOID_ACT, batch=256, capacity=1_000_000,
+                   spi=32.0, learner_rate=2000.0, seconds=5.0, windows=3,
+                   json_file=None, helps=dict(seconds='per window'))
+  return p.parse_args(argv)
+
+
+def _setup(args, devices):
+  """The replay, prefilled, and its inserts at the target rate."""
   mesh = sharding.make_mesh(devices)
-  item = Batch(*(np.zeros(s, np.float32) for s in (
-      (args.obs_dim,), (args.act_dim,), (), (), (args.obs_dim,))))
+  item = common.item(args.obs_dim, args.act_dim)
   replay = device_replay.DeviceReplay(item, capacity=args.capacity,
                                       batch_size=args.batch, mesh=mesh)
   rng = np.random.default_rng(0)
   buffer = replay.init()
-  chunks = _chunks(rng, 64, replay.chunk_size, args.obs_dim, args.act_dim)
+  chunks = common.random_chunks(rng, 64, replay.chunk_size, item)
   for i in range(max(1, args.prefill // replay.chunk_size)):
     buffer = replay.add(buffer, chunks[i % len(chunks)])
   inserts = _Inserts(replay, chunks, args.learner_rate * args.batch / args.spi)
   print(f'devices: {devices}; buffer {replay.size(buffer)} items of '
         f'{device_replay.item_bytes(item)} B, capacity {args.capacity}; '
         f'inserting {inserts.rate:.0f} items/s', flush=True)
+  return _Calls(args, replay, mesh, buffer, inserts)
 
-  calls, states = {}, {}
-  for k in ks:
-    cfg = config_lib.make_config(
-        'acme', critic_layer_sizes=(512, 512, 256), batch_size=args.batch,
-        sgd_steps_per_learner_step=k, max_replay_size=args.capacity)
-    if 'updates' in modes:
-      nets = networks_lib.make_networks(
-          args.obs_dim, -np.ones(args.act_dim), np.ones(args.act_dim),
-          **cfg.network_kwargs())
-      step, replicated, _ = sharding.make_sampling_learner_step(
-          nets, cfg, mesh, replay)
-      states[('updates', k)] = jax.device_put(
-          learning.init_training_state(nets, cfg, jax.random.PRNGKey(0)),
-          replicated)
-      calls[('updates', k)] = step
-    if 'feed' in modes:
-      calls[('feed', k)] = _noop_call(replay, k)
-      states[('feed', k)] = jax.random.PRNGKey(0)
 
-  def run(key, buffer, until):
-    fn, state, n = calls[key], states[key], 0
-    while True:
-      buffer = inserts.catch_up(buffer)
-      if key[0] == 'updates':
-        state, out = fn(state, buffer)
-      else:
-        state, sub = jax.random.split(state)
-        out = fn(buffer, sub)
-      n += 1
-      if time.perf_counter() >= until:
-        break
-    jax.block_until_ready(out)
-    states[key] = state
-    return buffer, n
-
-  for key in calls:  # compile and warm up
+def main():
+  args = parse_args()
+  devices = jax.local_devices()
+  calls = _setup(args, devices)
+  for key in calls.fns:  # compile and warm up
     t = time.perf_counter()
-    buffer, _ = run(key, buffer, 0)
-    buffer, _ = run(key, buffer, 0)
+    for _ in range(2):
+      common.run_window(calls.caller(key), 0, sync=jax.block_until_ready)
     print(f'{key[0]} K={key[1]}: compiled and warmed up in '
           f'{time.perf_counter() - t:.1f} s', flush=True)
-  rates = {key: [] for key in calls}
-  for _ in range(args.windows):
-    for key in calls:
-      t0 = time.perf_counter()
-      buffer, n = run(key, buffer, t0 + args.seconds)
-      dt = time.perf_counter() - t0
-      rates[key].append(n * key[1] / dt)
+  rates = {key: [] for key in calls.fns}
+  for _, key in common.interleave(calls.fns, args.windows):
+    n, dt, _ = common.run_window(calls.caller(key), args.seconds,
+                                 sync=jax.block_until_ready)
+    rates[key].append(n * key[1] / dt)
+  inserts = calls.inserts
+  chunk_size = inserts.replay.chunk_size
   results = dict(devices=str(devices), batch=args.batch,
                  obs_dim=args.obs_dim, act_dim=args.act_dim,
                  insert_items_per_s=inserts.rate,
-                 inserted_items=inserts.added * replay.chunk_size)
+                 inserted_items=inserts.added * chunk_size)
   for (mode, k), r in rates.items():
     unit = 'updates/s' if mode == 'updates' else 'batches/s'
     results[f'{mode}_k{k}'] = dict(rate=median(r), rates=r, unit=unit)
     print(f'{mode:7s} K={k:3d}: {median(r):10.1f} {unit} (windows '
           f'{", ".join(f"{x:.0f}" for x in r)})', flush=True)
   elapsed = time.perf_counter() - inserts.start
-  print(f'inserted {inserts.added * replay.chunk_size / elapsed:.0f} items/s '
+  print(f'inserted {inserts.added * chunk_size / elapsed:.0f} items/s '
         f'on average (target {inserts.rate:.0f})')
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(results, f, indent=2)
+  common.write_json(args.json, results)
 
 
 if __name__ == '__main__':

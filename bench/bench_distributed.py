@@ -27,7 +27,6 @@ Usage: .venv/bin/python bench/bench_distributed.py [--seconds 60] [--json [PATH]
 The scaling runs also report each actor process's resident memory (RSS).
 """
 
-import argparse
 import csv
 import json
 import os
@@ -38,8 +37,8 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import common
+
 SMALL = ['--set=policy_layer_sizes=64,64', '--set=critic_layer_sizes=64,64',
          '--set=num_action_samples=10', '--set=min_replay_size=1000']
 BACKENDS = ('reverb', 'device')
@@ -124,7 +123,7 @@ class _Program:
 def measure(num_actors, spi, batch, seconds, warmup_s, args, extra=(),
             backend=None):
   """Runs one program and returns its rates over the steady-state window."""
-  cmd = [sys.executable, os.path.join(REPO, 'launch', 'run_local.py'),
+  cmd = [sys.executable, os.path.join(common.ROOT, 'launch', 'run_local.py'),
          f'--domain={args.domain}', f'--task={args.task}',
          f'--config={args.config}', f'--num_actors={num_actors}',
          '--max_actor_steps=100000000', '--eval_every=100000000',
@@ -220,25 +219,24 @@ def run_ratio(args, write):
   spi, batch, extra = ratio_settings(args)
   backends = BACKENDS if args.backend == 'both' else (args.backend,)
   runs = {b: [] for b in backends}
-  for _ in range(args.repeats):
-    for backend in backends:
-      try:
-        r = measure(args.num_actors, spi, batch, args.seconds, args.warmup,
-                    args, extra=extra, backend=backend)
-      except RuntimeError as e:
-        r = dict(error=str(e))
-        print(f'[{backend}] run failed: {e}', flush=True)
-      else:
-        print(f'[{backend}] learner-bound (spi {spi:g}, batch {batch}, '
-              f'{args.num_actors} actors): {r["actor_steps_per_s"]:.0f} actor '
-              f'steps/s, {r["learner_updates_per_s"]:.1f} learner upd/s, '
-              f'realised samples/insert {r["realised_spi"]:.1f} vs configured '
-              f'{spi:g} ({100 * (r["realised_spi"] / spi - 1):+.1f}%), '
-              f'learner\'s own {_fmt(r["learner_spi"], ".1f")}, data wait '
-              f'{_fmt(100 * r["data_wait_fraction"], ".0f")}% (mean of '
-              f'{r["learner_rows"]} train.csv rows)', flush=True)
-      runs[backend].append(r)
-      write(dict(backends=_summary(runs), configured_spi=spi, batch=batch))
+  for _, backend in common.interleave(backends, args.repeats):
+    try:
+      r = measure(args.num_actors, spi, batch, args.seconds, args.warmup,
+                  args, extra=extra, backend=backend)
+    except RuntimeError as e:
+      r = dict(error=str(e))
+      print(f'[{backend}] run failed: {e}', flush=True)
+    else:
+      print(f'[{backend}] learner-bound (spi {spi:g}, batch {batch}, '
+            f'{args.num_actors} actors): {r["actor_steps_per_s"]:.0f} actor '
+            f'steps/s, {r["learner_updates_per_s"]:.1f} learner upd/s, '
+            f'realised samples/insert {r["realised_spi"]:.1f} vs configured '
+            f'{spi:g} ({100 * (r["realised_spi"] / spi - 1):+.1f}%), '
+            f'learner\'s own {_fmt(r["learner_spi"], ".1f")}, data wait '
+            f'{_fmt(100 * r["data_wait_fraction"], ".0f")}% (mean of '
+            f'{r["learner_rows"]} train.csv rows)', flush=True)
+    runs[backend].append(r)
+    write(dict(backends=_summary(runs), configured_spi=spi, batch=batch))
   return _summary(runs), spi, batch
 
 
@@ -271,11 +269,16 @@ def run_scaling(args, results):
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--seconds', type=float, default=60.0)
+  parser = common.add_flags(
+      common.parser(__doc__), seconds=60.0, domain='cheetah', task='run',
+      repeats=1, spi=None, batch=None, workdir=None,
+      helps=dict(seconds='measured window of each run',
+                 repeats='ratio runs per backend',
+                 spi='samples_per_insert of the ratio run',
+                 batch='batch_size of the ratio run',
+                 workdir='make each run\'s workdir under this folder '
+                 '(default: a new temporary folder)'))
   parser.add_argument('--warmup', type=float, default=15.0)
-  parser.add_argument('--domain', default='cheetah')
-  parser.add_argument('--task', default='run')
   parser.add_argument('--config', default='small',
                       help='run_local.py preset; other than small, the ratio '
                       'run uses its networks, samples_per_insert and batch')
@@ -283,19 +286,10 @@ def parse_args(argv=None):
                       choices=BACKENDS + ('both',),
                       help='replay_backend of the runs (both: ratio runs '
                       'interleaved; scaling then uses the config default)')
-  parser.add_argument('--repeats', type=int, default=1,
-                      help='ratio runs per backend')
   parser.add_argument('--num_actors', type=int, default=2,
                       help='actors in the ratio run')
-  parser.add_argument('--spi', type=float, default=None,
-                      help='samples_per_insert of the ratio run')
-  parser.add_argument('--batch', type=int, default=None,
-                      help='batch_size of the ratio run')
   parser.add_argument('--set', action='append', default=[],
                       metavar='FIELD=VALUE', help='passed on to run_local.py')
-  parser.add_argument('--workdir', default=None,
-                      help='make each run\'s workdir under this folder '
-                      '(default: a new temporary folder)')
   parser.add_argument('--start-timeout', type=float, default=300.0,
                       help='seconds a program may take to reach 2000 steps')
   parser.add_argument('--envs_per_actor', type=int, default=None,

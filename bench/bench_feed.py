@@ -17,12 +17,10 @@ Backends and Ks are measured in alternating windows in one run.
   MUJOCO_GL=egl .venv/bin/python bench/bench_feed.py --mode feed
 """
 
-import argparse
-import json
 import multiprocessing as mp
 import time
 
-import common  # noqa: F401  (sys.path for wpo_agent)
+import common
 from common import median
 
 import jax
@@ -163,7 +161,7 @@ def _noop_sources(backend, args, k, mesh):
 def _learners(backend, args, k, mesh):
   from wpo_agent import builder, config as config_lib, runs  # pylint: disable=g-import-not-at-top
   config = config_lib.make_config(
-      'acme', critic_layer_sizes=(512, 512, 256), batch_size=args.batch,
+      'acme', critic_layer_sizes=common.PAPER_CRITIC, batch_size=args.batch,
       sgd_steps_per_learner_step=k, max_replay_size=args.capacity,
       samples_per_insert=1e9, rate_limiter='min_size',
       replay_backend=backend.name)
@@ -173,56 +171,49 @@ def _learners(backend, args, k, mesh):
   return learner.step
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def parse_args(argv=None):
+  p = common.parser(__doc__)
   p.add_argument('--mode', choices=('feed', 'learner'), default='feed')
   p.add_argument('--backends', default='reverb,device')
-  p.add_argument('--ks', default='1,8')
-  p.add_argument('--domain', default='humanoid')
-  p.add_argument('--task', default='run')
-  p.add_argument('--batch', type=int, default=256)
-  p.add_argument('--spi', type=float, default=32.0)
-  p.add_argument('--learner-rate', type=float, default=2000.0,
-                 help='updates/s whose data need sets the insert rate')
   p.add_argument('--inserters', type=int, default=1)
-  p.add_argument('--capacity', type=int, default=200_000)
-  p.add_argument('--seconds', type=float, default=10.0, help='per window')
-  p.add_argument('--windows', type=int, default=3)
-  p.add_argument('--json', help='write the results here')
-  args = p.parse_args()
+  common.add_flags(p, ks='1,8', domain='humanoid', task='run', batch=256,
+                   spi=32.0, learner_rate=2000.0, capacity=200_000,
+                   seconds=10.0, windows=3, json_file=None,
+                   helps=dict(seconds='per window'))
+  return p.parse_args(argv)
+
+
+def main():
+  args = parse_args()
   from wpo_agent import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh(jax.local_devices())
-  ks = [int(k) for k in args.ks.split(',')]
-  backends = [_Backend(b, args, args.inserters)
-              for b in args.backends.split(',')]
+  backends = {b: _Backend(b, args, args.inserters)
+              for b in args.backends.split(',')}
   make = _noop_sources if args.mode == 'feed' else _learners
   print(f'devices: {jax.devices()}; mode {args.mode}; insert target '
         f'{args.learner_rate * args.batch / args.spi:.0f} items/s')
   rates, inserts = {}, {}
   try:
     time.sleep(5)  # let the replay reach min_size
-    steps = {(b.name, k): make(b, args, k, mesh) for b in backends for k in ks}
+    steps = {(b.name, k): make(b, args, k, mesh)
+             for b in backends.values() for k in args.ks}
     for fn in steps.values():  # compile and warm up
       for _ in range(3):
         jax.block_until_ready(fn())
     rates = {key: [] for key in steps}
-    inserts = {b.name: [] for b in backends}
-    for _ in range(args.windows):
-      for (name, k), fn in steps.items():
-        backend = next(b for b in backends if b.name == name)
-        n, items0, t0 = 0, backend.items(), time.perf_counter()
-        while time.perf_counter() - t0 < args.seconds:
-          out = fn()
-          n += 1
-        jax.block_until_ready(out)
-        dt = time.perf_counter() - t0
-        rates[(name, k)].append(n * k / dt)
-        inserts[name].append((backend.items() - items0) / dt)
-        # After every window, so a run cut short by a time limit still
-        # leaves what it measured.
-        _write(args, _summary(args, rates, inserts))
+    inserts = {name: [] for name in backends}
+    for _, (name, k) in common.interleave(steps, args.windows):
+      backend = backends[name]
+      items0 = backend.items()
+      calls, dt, _ = common.run_window(steps[(name, k)], args.seconds,
+                                       sync=jax.block_until_ready)
+      rates[(name, k)].append(calls * k / dt)
+      inserts[name].append((backend.items() - items0) / dt)
+      # After every window, so a run cut short by a time limit still
+      # leaves what it measured.
+      common.write_json(args.json, _summary(args, rates, inserts))
   finally:
-    for b in backends:
+    for b in backends.values():
       b.close()
   _summary(args, rates, inserts, say=print)
 
@@ -243,11 +234,6 @@ def _summary(args, rates, inserts, say=lambda *a: None):
       say(f'{name:7s} inserts during its windows: {median(r):.0f} items/s')
   return results
 
-
-def _write(args, results):
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(results, f, indent=2)
 
 if __name__ == '__main__':
   main()

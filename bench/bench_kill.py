@@ -13,7 +13,6 @@ step before and after the kill, and the rerun's first line (a resume).
 Usage: .venv/bin/python bench/bench_kill.py [--repeats 2] [--json]
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ import psutil
 
 import common
 
-RUN_LOCAL = os.path.join(common._ROOT, 'launch', 'run_local.py')  # pylint: disable=protected-access
+RUN_LOCAL = os.path.join(common.ROOT, 'launch', 'run_local.py')
 FLAGS = ['--domain=cartpole', '--task=swingup', '--config=small',
          '--num_actors=2', '--envs_per_actor=4', '--max_actor_steps=1000000',
          '--progress_every=1']
@@ -106,17 +105,13 @@ def one_kill(target: str, workdir: str) -> dict:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--repeats', type=int, default=2)
-  parser.add_argument('--json', action='store_true')
-  args = parser.parse_args()
+  args = common.add_flags(common.parser(__doc__), repeats=2,
+                          json=False).parse_args()
   print(f'load average at start: {common.load_average()}')
-  rows = []
   with tempfile.TemporaryDirectory() as tmp:
     workdir = os.path.join(tmp, 'run')  # one run, resumed after each kill
-    for _ in range(args.repeats):
-      for target in ('launcher', 'program'):
-        rows.append(one_kill(target, workdir))
+    rows = [one_kill(target, workdir) for _, target in common.interleave(
+        ('launcher', 'program'), args.repeats)]
   common.print_table(
       ['killed', 'all gone s', 'launcher exit', 'ckpt before', 'ckpt after'],
       [[r['killed'], r['all_gone_s'], r['launcher_exit'],

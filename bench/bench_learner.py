@@ -22,10 +22,9 @@ Runs unchanged on GPU (prints jax.devices()).
   MUJOCO_GL=egl .venv/bin/python bench/bench_learner.py --profile-parts
 """
 
-import argparse
 import time
 
-import common  # noqa: F401  (sys.path for wpo_agent)
+import common
 from common import (current_rss_mb, emit_json, load_average, median,
                     peak_rss_mb, print_table, spread)
 
@@ -36,36 +35,24 @@ import optax
 
 from wpo_agent import config as config_lib
 from wpo_agent import learning
-from wpo_agent import networks as networks_lib
-from wpo_agent.types import Batch
-
-
-def _ints(text):
-  return tuple(int(x) for x in text.split(',') if x.strip())
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--obs-dim', type=int, default=67)
-  p.add_argument('--act-dim', type=int, default=21)
-  p.add_argument('--batch', type=int, default=256)
+  p = common.parser(__doc__)
+  common.add_flags(
+      p, obs_dim=common.HUMANOID_OBS, act_dim=common.HUMANOID_ACT, batch=256,
+      ks='1,8', seconds=20.0, windows=5, json=False,
+      helps=dict(seconds='total timing budget of the main (K) measurement'))
   p.add_argument('--samples', type=int, default=20, help='N action samples')
-  p.add_argument('--policy', type=_ints, default=(256, 256, 256))
-  p.add_argument('--critic', type=_ints, default=(512, 512, 256))
-  p.add_argument('--ks', type=_ints, default=(1, 8),
-                 help='SGD steps fused per call (lax.scan)')
-  p.add_argument('--chunks', type=_ints, default=(0,),
+  p.add_argument('--policy', type=common.ints, default=(256, 256, 256))
+  p.add_argument('--critic', type=common.ints, default=common.PAPER_CRITIC)
+  p.add_argument('--chunks', type=common.ints, default=(0,),
                  help='action_samples_per_chunk values to compare (0 = auto; '
                  'N = all samples at once)')
-  p.add_argument('--seconds', type=float, default=20.0,
-                 help='total timing budget of the main (K) measurement')
-  p.add_argument('--windows', type=int, default=5,
-                 help='timed windows per variant (median reported)')
   p.add_argument('--profile-parts', action='store_true',
                  help='also time the pieces of one SGD step separately')
   p.add_argument('--parts-seconds', type=float, default=15.0,
                  help='timing budget of --profile-parts')
-  p.add_argument('--json', action='store_true', help='print one JSON line too')
   return p.parse_args(argv)
 
 
@@ -93,44 +80,6 @@ def step_flops(obs, act, batch, n, policy, critic):
       'policy_grad': pf * batch + 3 * pf * batch + pf * batch,
   }
   return parts, sum(parts.values())
-
-
-# ----------------------------------------------------------------------------
-# Timing: variants are callables that run one call and block; windows of each
-# variant are interleaved round-robin.
-
-
-def time_interleaved(variants, window_s, windows):
-  """variants: {name: (fn, units_per_call)} -> (rates, cpu_rates).
-
-  rates[name]: units per wall second, one per window; cpu_rates[name]: units
-  per second of process CPU time (all threads), steadier on a shared machine.
-  """
-  rates = {name: [] for name in variants}
-  cpu_rates = {name: [] for name in variants}
-  for _ in range(windows):
-    for name, (fn, units) in variants.items():
-      calls = 0
-      t0, c0 = time.perf_counter(), time.process_time()
-      while True:
-        fn()
-        calls += 1
-        dt = time.perf_counter() - t0
-        if dt >= window_s:
-          break
-      rates[name].append(calls * units / dt)
-      cpu_rates[name].append(calls * units / (time.process_time() - c0))
-  return rates, cpu_rates
-
-
-def random_batch(rng, k, b, obs_dim, act_dim):
-  f32 = np.float32
-  return Batch(
-      observation=rng.standard_normal((k, b, obs_dim)).astype(f32),
-      action=rng.uniform(-1, 1, (k, b, act_dim)).astype(f32),
-      reward=rng.standard_normal((k, b)).astype(f32),
-      discount=np.full((k, b), 0.99**5, f32),
-      next_observation=rng.standard_normal((k, b, obs_dim)).astype(f32))
 
 
 def memory_stats(compiled):
@@ -165,8 +114,8 @@ class LearnerVariant:
   def __init__(self, nets, cfg, k, args, rng):
     self.k = k
     self.state = learning.init_training_state(nets, cfg, jax.random.PRNGKey(0))
-    self.batch = jax.device_put(random_batch(rng, k, args.batch, args.obs_dim,
-                                             args.act_dim))
+    self.batch = jax.device_put(common.random_batch(
+        rng, (k, args.batch), args.obs_dim, args.act_dim))
     jitted = jax.jit(learning.make_learner_step(nets, cfg), donate_argnums=0)
     t0 = time.perf_counter()
     self.compiled = jitted.lower(self.state, self.batch).compile()
@@ -209,7 +158,8 @@ def make_parts(nets, cfg, args, rng):
   assert not cfg.policy_loss_on_next_obs
   n, b = args.samples, args.batch
   st = learning.init_training_state(nets, cfg, jax.random.PRNGKey(0))
-  bt = jax.device_put(random_batch(rng, 1, b, args.obs_dim, args.act_dim))
+  bt = jax.device_put(common.random_batch(rng, (1, b), args.obs_dim,
+                                          args.act_dim))
   bt = jax.tree.map(lambda x: x[0], bt)
   key = jax.random.PRNGKey(2)
   actions = jax.device_put(
@@ -257,42 +207,39 @@ def make_parts(nets, cfg, args, rng):
 # ----------------------------------------------------------------------------
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  print(f'jax {jax.__version__}  devices: {jax.devices()}  '
-        f'backend: {jax.default_backend()}  load avg: {load_average()}')
-  nets = networks_lib.make_networks(
-      args.obs_dim, -np.ones(args.act_dim), np.ones(args.act_dim),
-      **config_lib.make_config('acme', policy_layer_sizes=args.policy,
-                               critic_layer_sizes=args.critic).network_kwargs())
-  print(f'obs {args.obs_dim}  act {args.act_dim}  batch {args.batch}  '
-        f'N {args.samples}  policy {args.policy}  critic {args.critic}')
-  flop_parts, flops = step_flops(args.obs_dim, args.act_dim, args.batch,
-                                 args.samples, args.policy, args.critic)
-  print(f'analytic matmul FLOPs per SGD step: {flops / 1e9:.2f} GFLOP  (' +
-        ', '.join(f'{k} {v / 1e9:.2f}' for k, v in flop_parts.items()) + ')')
+def _config(args, **overrides):
+  """The 'acme' preset at this run's sizes."""
+  return config_lib.make_config(
+      'acme', policy_layer_sizes=args.policy, critic_layer_sizes=args.critic,
+      batch_size=args.batch, num_action_samples=args.samples, **overrides)
 
-  rng = np.random.default_rng(0)
+
+def measure_ks(args, rng):
+  """Compiles a learner per K (and chunk) and times them interleaved with
+  the GEMM ceiling; returns (networks, learners, rates, cpu_rates)."""
+  _, nets = common.learner_setup(
+      args.obs_dim, args.act_dim, policy_layer_sizes=args.policy,
+      critic_layer_sizes=args.critic)
   learners = {}
   for k in args.ks:
     for c in args.chunks:
-      cfg = config_lib.make_config(
-          'acme', policy_layer_sizes=args.policy,
-          critic_layer_sizes=args.critic, batch_size=args.batch,
-          num_action_samples=args.samples, sgd_steps_per_learner_step=k,
-          action_samples_per_chunk=c)
+      cfg = _config(args, sgd_steps_per_learner_step=k,
+                    action_samples_per_chunk=c)
       name = f'K={k}' + (f' c={learning.resolve_samples_per_chunk(cfg)}'
                          if len(args.chunks) > 1 else '')
       learners[name] = LearnerVariant(nets, cfg, k, args, rng)
   gemm, gemm_gflop = make_gemm()
-
   variants = {name: (v, v.k) for name, v in learners.items()}
   variants['gemm'] = (gemm, gemm_gflop)
   window = args.seconds / (len(variants) * args.windows)
-  rates, cpu_rates = time_interleaved(variants, window, args.windows)
+  rates, cpu_rates = common.time_windows(variants, window, args.windows)
+  return nets, learners, rates, cpu_rates
+
+
+def report_ks(args, flops, learners, rates, cpu_rates):
+  """Prints the per-K table; returns the JSON record."""
   gemm_gflops = median(rates['gemm'])
   gemm_cpu = median(cpu_rates['gemm'])
-
   print(f'\nGEMM ceiling f32 [5120,512]x[512,512]: {gemm_gflops:.1f} GFLOP/s '
         f'(windows {spread(rates["gemm"])});  '
         f'ceiling updates/s at {flops / 1e9:.2f} GFLOP/step: '
@@ -304,25 +251,24 @@ def main(argv=None):
       'gemm_gflops': gemm_gflops, 'gemm_gflops_per_cpu_s': gemm_cpu,
       'ks': {}}
   for name, v in learners.items():
-    ups = median(rates[name])
+    ups, cpu_ups = median(rates[name]), median(cpu_rates[name])
     achieved = ups * flops / 1e9
     mem = v.memory
-    cpu_ups = median(cpu_rates[name])
     rows.append([name, v.compile_s, ups, spread(rates[name]), cpu_ups,
                  achieved, achieved / gemm_gflops,
                  cpu_ups * flops / 1e9 / gemm_cpu, v.peak_rss_mb,
                  mem.get('temp_mb', float('nan')),
                  mem.get('argument_mb', float('nan'))])
     record['ks'][name] = dict(compile_s=v.compile_s,
-                           first_call_s=v.first_call_s,
-                           updates_per_s=ups, windows=rates[name],
-                           updates_per_cpu_s=median(cpu_rates[name]),
-                           achieved_gflops=achieved,
-                           frac_of_gemm=achieved / gemm_gflops,
-                           frac_of_gemm_cpu=cpu_ups * flops / 1e9 / gemm_cpu,
-                           peak_rss_mb_after_setup=v.peak_rss_mb,
-                           xla_cost_flops_per_call=v.xla_flops_per_call,
-                           memory_analysis=mem)
+                              first_call_s=v.first_call_s,
+                              updates_per_s=ups, windows=rates[name],
+                              updates_per_cpu_s=cpu_ups,
+                              achieved_gflops=achieved,
+                              frac_of_gemm=achieved / gemm_gflops,
+                              frac_of_gemm_cpu=cpu_ups * flops / 1e9 / gemm_cpu,
+                              peak_rss_mb_after_setup=v.peak_rss_mb,
+                              xla_cost_flops_per_call=v.xla_flops_per_call,
+                              memory_analysis=mem)
   print()
   print_table(['variant', 'compile_s', 'updates/s', 'windows', 'upd/cpu-s',
                'GFLOP/s', 'frac_gemm', 'frac_gemm_cpu', 'peakRSS_MB',
@@ -338,47 +284,63 @@ def main(argv=None):
     if xf == xf:
       print(f'XLA cost_analysis {name}: {xf / 1e9:.2f} GFLOP per call '
             f'(scan bodies may be counted once)')
+  return record
 
+
+def profile_parts(args, nets, rng, learners, flop_parts, flops):
+  """Times the parts of one SGD step against the first learner's full step,
+  interleaved; prints their table and returns its JSON record."""
+  parts = make_parts(nets, _config(args,
+                                   action_samples_per_chunk=args.chunks[0]),
+                     args, rng)
+  first = next(iter(learners.values()))
+  parts['full'] = (first, first.k)
+  window = args.parts_seconds / (len(parts) * args.windows)
+  prates, pcpu = common.time_windows(parts, window, args.windows)
+  full_ms = 1e3 / median(prates['full'])  # rates are SGD steps/s
+  full_cpu_ms = 1e3 / median(pcpu['full'])
+  rows, total, total_cpu, record = [], 0.0, 0.0, {}
+  for name in parts:
+    if name.startswith('full'):
+      continue
+    ms, cpu_ms = 1e3 / median(prates[name]), 1e3 / median(pcpu[name])
+    total += ms
+    total_cpu += cpu_ms
+    fl = flop_parts.get(name, 0.0)
+    gf = fl / 1e9 / (ms / 1e3) if fl else float('nan')
+    rows.append([name, ms, 100 * ms / full_ms, cpu_ms,
+                 100 * cpu_ms / full_cpu_ms, fl / 1e9, gf])
+    record[name] = dict(ms=ms, cpu_ms=cpu_ms, gflop=fl / 1e9, gflops=gf)
+  rows.append(['sum of parts', total, 100 * total / full_ms, total_cpu,
+               100 * total_cpu / full_cpu_ms, flops / 1e9,
+               flops / 1e9 / (total / 1e3)])
+  rows.append([f'full step ({next(iter(learners))})', full_ms, 100.0,
+               full_cpu_ms, 100.0, flops / 1e9, flops / 1e9 / (full_ms / 1e3)])
+  record['full_ms'] = full_ms
+  record['full_cpu_ms'] = full_cpu_ms
+  print(f'\nParts of one SGD step (medians of {args.windows} interleaved '
+        'windows; % of the full step):')
+  print_table(['part', 'ms', '%full', 'cpu_ms', '%full_cpu', 'GFLOP',
+               'GFLOP/s'], rows)
+  return record
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  print(f'jax {jax.__version__}  devices: {jax.devices()}  '
+        f'backend: {jax.default_backend()}  load avg: {load_average()}')
+  print(f'obs {args.obs_dim}  act {args.act_dim}  batch {args.batch}  '
+        f'N {args.samples}  policy {args.policy}  critic {args.critic}')
+  flop_parts, flops = step_flops(args.obs_dim, args.act_dim, args.batch,
+                                 args.samples, args.policy, args.critic)
+  print(f'analytic matmul FLOPs per SGD step: {flops / 1e9:.2f} GFLOP  (' +
+        ', '.join(f'{k} {v / 1e9:.2f}' for k, v in flop_parts.items()) + ')')
+  rng = np.random.default_rng(0)
+  nets, learners, rates, cpu_rates = measure_ks(args, rng)
+  record = report_ks(args, flops, learners, rates, cpu_rates)
   if args.profile_parts:
-    cfg = config_lib.make_config(
-        'acme', policy_layer_sizes=args.policy,
-        critic_layer_sizes=args.critic, batch_size=args.batch,
-        num_action_samples=args.samples,
-        action_samples_per_chunk=args.chunks[0])
-    parts = make_parts(nets, cfg, args, rng)
-    first = next(iter(learners.values()))
-    parts['full'] = (first, first.k)
-    window = args.parts_seconds / (len(parts) * args.windows)
-    prates, pcpu = time_interleaved(parts, window, args.windows)
-    full_ms = 1e3 / median(prates["full"])  # rates are SGD steps/s
-    full_cpu_ms = 1e3 / median(pcpu["full"])
-    rows, total, total_cpu = [], 0.0, 0.0
-    record['parts'] = {}
-    for name in parts:
-      if name.startswith('full'):
-        continue
-      ms = 1e3 / median(prates[name])
-      cpu_ms = 1e3 / median(pcpu[name])
-      total += ms
-      total_cpu += cpu_ms
-      fl = flop_parts.get(name, 0.0)
-      gf = fl / 1e9 / (ms / 1e3) if fl else float('nan')
-      rows.append([name, ms, 100 * ms / full_ms, cpu_ms,
-                   100 * cpu_ms / full_cpu_ms, fl / 1e9, gf])
-      record['parts'][name] = dict(ms=ms, cpu_ms=cpu_ms, gflop=fl / 1e9,
-                                   gflops=gf)
-    rows.append(['sum of parts', total, 100 * total / full_ms, total_cpu,
-                 100 * total_cpu / full_cpu_ms, flops / 1e9,
-                 flops / 1e9 / (total / 1e3)])
-    rows.append([f'full step ({next(iter(learners))})', full_ms, 100.0, full_cpu_ms,
-                 100.0, flops / 1e9, flops / 1e9 / (full_ms / 1e3)])
-    record['parts']['full_ms'] = full_ms
-    record['parts']['full_cpu_ms'] = full_cpu_ms
-    print(f'\nParts of one SGD step (medians of {args.windows} interleaved '
-          'windows; % of the full step):')
-    print_table(['part', 'ms', '%full', 'cpu_ms', '%full_cpu', 'GFLOP',
-                 'GFLOP/s'], rows)
-
+    record['parts'] = profile_parts(args, nets, rng, learners, flop_parts,
+                                    flops)
   record['peak_rss_mb'] = peak_rss_mb()
   if args.json:
     emit_json(record)

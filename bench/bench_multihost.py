@@ -14,44 +14,38 @@ that is communication, 1 - t(1 host) / t(2 hosts) (the per-device work is
 the same).
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-OBS, ACT = 67, 21
+import common
+
+OBS, ACT = common.HUMANOID_OBS, common.HUMANOID_ACT
 
 
 def measure(args, hosts_lib=None) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from wpo_agent import config as config_lib  # pylint: disable=g-import-not-at-top
-  from wpo_agent import device_feed, device_replay, learner as learner_lib
-  from wpo_agent import networks as networks_lib, sharding
-  from wpo_agent.types import Batch
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from wpo_agent import device_feed, device_replay, sharding
+  from wpo_agent import learner as learner_lib
 
   n = jax.process_count()
-  config = config_lib.make_config(
-      args.preset, batch_size=args.batch * n, sgd_steps_per_learner_step=args.k,
-      max_replay_size=16384 * n, min_replay_size=128)
-  item = Batch(np.zeros(OBS, np.float32), np.zeros(ACT, np.float32),
-               np.zeros((), np.float32), np.zeros((), np.float32),
-               np.zeros(OBS, np.float32))
+  config, networks = common.learner_setup(
+      OBS, ACT, args.preset, batch_size=args.batch * n,
+      sgd_steps_per_learner_step=args.k, max_replay_size=16384 * n,
+      min_replay_size=128)
+  item = common.item(OBS, ACT)
   rng = np.random.default_rng(jax.process_index())
-  chunks = [Batch(*(rng.normal(size=(128,) + x.shape).astype(np.float32)
-                    for x in item)) for _ in range(128)]
+  chunks = common.random_chunks(rng, 128, 128, item)
   replay = device_replay.DeviceReplay(
       item, capacity=16384, batch_size=args.batch,
       mesh=sharding.make_mesh(jax.local_devices()))
   feed = device_feed.DeviceFeed(
       replay, iter(chunks), samples_per_insert=1.0, keep_ratio=False,
       sgd_steps_per_call=args.k, min_size=128)
-  networks = networks_lib.make_networks(OBS, -np.ones(ACT), np.ones(ACT),
-                                        **config.network_kwargs())
   learner = learner_lib.WPOLearner(
       networks, config, feed, jax.random.PRNGKey(0),
       mesh=sharding.make_mesh(jax.devices()), logger=None)
@@ -95,7 +89,7 @@ def child(args) -> None:
 
 
 def run(args, extra) -> list:
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=common.ROOT)
   base = [sys.executable, __file__, '--child', '--preset', args.preset,
           '--k', str(args.k), '--batch', str(args.batch),
           '--seconds', str(args.seconds)]
@@ -112,12 +106,11 @@ def run(args, extra) -> list:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = common.add_flags(
+      common.parser(__doc__), batch=256, seconds=20.0,
+      helps=dict(batch='per-host batch', seconds='timed seconds per run'))
   parser.add_argument('--preset', default='acme')
   parser.add_argument('--k', type=int, default=8)
-  parser.add_argument('--batch', type=int, default=256,
-                      help='per-host batch')
-  parser.add_argument('--seconds', type=float, default=20.0)
   parser.add_argument('--child', action='store_true')
   parser.add_argument('--host', type=int)
   parser.add_argument('--port', type=int)

@@ -17,18 +17,16 @@ ratios, and on a shared machine expect +-30 %.
       --items 100000,300000 [--workdir /tmp/replay-bench] [--json]
 """
 
-import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-import common  # noqa: F401  (sys.path for wpo_agent)
+import common
 from common import emit_json, peak_rss_mb, print_table
 
 # acme's Adder API over our writer lives with the tests.
-sys.path.insert(0, os.path.join(common._ROOT, 'tests'))  # pylint: disable=protected-access
+common.tests_on_path()
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
@@ -60,59 +58,59 @@ def _fill(adder, spec, episodes: int, rng) -> None:
       adder.add(actions[t], step)
 
 
+def _grow_and_checkpoint(client, adder, spec, new_items, make_server, rng):
+  """Writes `new_items` more, checkpoints, restores into a new server; the
+  row of figures."""
+  start = time.perf_counter()
+  _fill(adder, spec, new_items // 1000, rng)
+  adder.flush()
+  fill_rate = new_items / (time.perf_counter() - start)
+  items = replay.num_items(client, replay.DEFAULT_TABLE)
+  start = time.perf_counter()
+  path = client.checkpoint()  # reverb keeps only the newest
+  checkpoint_s = time.perf_counter() - start
+  bytes_ = _dir_bytes(path)
+  start = time.perf_counter()
+  restored = make_server()
+  restored_items = replay.num_items(
+      reverb.Client(f'localhost:{restored.port}'), replay.DEFAULT_TABLE)
+  restore_s = time.perf_counter() - start
+  restored.stop()
+  return dict(items=items, fill_items_per_s=fill_rate,
+              checkpoint_s=checkpoint_s, checkpoint_mb=bytes_ / 2**20,
+              restore_s=restore_s, restored_items=restored_items,
+              peak_rss_mb=peak_rss_mb())
+
+
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser = common.add_flags(
+      common.parser(__doc__), domain='humanoid', task='run', workdir=None,
+      json=False, helps=dict(workdir='where checkpoints go (default: a temp '
+                             'dir)'))
   parser.add_argument('--items', default='100000,300000',
                       help='comma-separated table sizes (multiples of 1000)')
-  parser.add_argument('--domain', default='humanoid')
-  parser.add_argument('--task', default='run')
-  parser.add_argument('--workdir', default=None,
-                      help='where checkpoints go (default: a temp dir)')
-  parser.add_argument('--json', action='store_true')
   args = parser.parse_args()
-  sizes = sorted(int(s) for s in args.items.split(','))
+  sizes = sorted(common.ints(args.items))
   spec = environments.environment_spec(
       environments.make_environment(args.domain, args.task, seed=0))
   root = args.workdir or tempfile.mkdtemp(prefix='replay-bench-')
-  max_size = sizes[-1]
 
-  def table():
-    return replay.make_replay_table(
-        spec, name=replay.DEFAULT_TABLE, max_size=max_size, min_size=1,
+  def make_server():  # it loads the newest checkpoint in root on start
+    table = replay.make_replay_table(
+        spec, name=replay.DEFAULT_TABLE, max_size=sizes[-1], min_size=1,
         samples_per_insert=1.0,  # unused by the 'min_size' limiter
         rate_limiter='min_size')
-
-  server = reverb.Server([table()], port=None,
+    return reverb.Server([table], port=None,
                          checkpointer=replay.make_checkpointer(root))
+
+  server = make_server()
   client = reverb.Client(f'localhost:{server.port}')
   adder = nstep_adder.make_adder(client, table=replay.DEFAULT_TABLE, n_step=5,
                                  discount=0.99)
   rng = np.random.default_rng(0)
-  rows = []
-  filled = 0
-  for size in sizes:
-    start = time.perf_counter()
-    _fill(adder, spec, (size - filled) // 1000, rng)
-    adder.flush()
-    fill_s = time.perf_counter() - start
-    fill_rate = (size - filled) / fill_s
-    filled = size
-    items = replay.num_items(client, replay.DEFAULT_TABLE)
-    start = time.perf_counter()
-    path = client.checkpoint()  # reverb keeps only the newest
-    checkpoint_s = time.perf_counter() - start
-    bytes_ = _dir_bytes(path)
-    start = time.perf_counter()
-    restored = reverb.Server(
-        [table()], port=None, checkpointer=replay.make_checkpointer(root))
-    restored_items = replay.num_items(
-        reverb.Client(f'localhost:{restored.port}'), replay.DEFAULT_TABLE)
-    restore_s = time.perf_counter() - start
-    restored.stop()
-    rows.append(dict(items=items, fill_items_per_s=fill_rate,
-                     checkpoint_s=checkpoint_s, checkpoint_mb=bytes_ / 2**20,
-                     restore_s=restore_s, restored_items=restored_items,
-                     peak_rss_mb=peak_rss_mb()))
+  rows = [_grow_and_checkpoint(client, adder, spec, size - filled,
+                               make_server, rng)
+          for filled, size in zip([0] + sizes[:-1], sizes)]
   print(f'{args.domain}-{args.task}: obs {spec.observations.shape}, '
         f'act {spec.actions.shape}; checkpoints under {root}')
   print_table(['items', 'fill items/s', 'checkpoint s', 'size MB',

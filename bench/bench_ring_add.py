@@ -9,10 +9,9 @@ real DeviceReplay.add (host chunk, device_put, two update-slices per field).
   .venv/bin/python bench/bench_ring_add.py [--slots 1000000]
 """
 
-import argparse
 import time
 
-import common  # noqa: F401  (sys.path for wpo_agent)
+import common
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +34,7 @@ def _time(fn, state, args, repeats=20):
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p = common.parser(__doc__)
   p.add_argument('--slots', type=int, default=1_000_000)
   p.add_argument('--chunk', type=int, default=128)
   args = p.parse_args()
@@ -49,9 +48,7 @@ def main():
   ms_scatter, buf = _time(scatter, buf, lambda i: (i * c,))
   ms_update, buf = _time(update, buf, lambda i: (i * c % s,))
   del buf
-  item = Batch(np.zeros(67, np.float32), np.zeros(21, np.float32),
-               np.zeros((), np.float32), np.zeros((), np.float32),
-               np.zeros(67, np.float32))
+  item = common.item(common.HUMANOID_OBS, common.HUMANOID_ACT)
   replay = device_replay.DeviceReplay(item, capacity=s, batch_size=256,
                                       mesh=sharding.make_mesh())
   chunk = Batch(*(np.ones((replay.chunk_size,) + v.shape, np.float32)

@@ -2,7 +2,8 @@
 
 Extracts `--commit` into a temporary folder (git archive) and runs the same
 probe (`probe_run_layer.py`) against each tree's `wpo_agent` in alternating
-subprocesses, round after round, so the ratios survive a noisy machine:
+subprocesses, round after round (odd rounds in reverse order), so the ratios
+survive a noisy machine:
 
   learner  WPOLearner.step() on one fixed in-memory [K, B] batch (humanoid
            sizes: obs 67, act 21, batch 256, N 20, policy 256x3, critic
@@ -13,7 +14,6 @@ subprocesses, round after round, so the ratios survive a noisy machine:
   MUJOCO_GL=egl .venv/bin/python bench/bench_vs_commit.py --commit cf0616d
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -21,7 +21,7 @@ import sys
 import tarfile
 import tempfile
 
-import common  # noqa: F401  (sys.path for wpo_agent)
+import common
 from common import median, spread
 
 _PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -33,7 +33,7 @@ def extract(commit: str) -> str:
   root = tempfile.mkdtemp(prefix=f'wpo-{commit}-')
   archive = os.path.join(root, 'tree.tar')
   subprocess.run(['git', 'archive', '-o', archive, commit], check=True,
-                 cwd=common._ROOT)  # pylint: disable=protected-access
+                 cwd=common.ROOT)
   with tarfile.open(archive) as tar:
     tar.extractall(os.path.join(root, 'tree'))
   return os.path.join(root, 'tree')
@@ -42,31 +42,29 @@ def extract(commit: str) -> str:
 def probe(tree: str, what: str, args) -> dict:
   env = dict(os.environ, PYTHONPATH=tree, MUJOCO_GL='egl')
   cmd = [sys.executable, _PROBE, what, '--seconds', str(args.seconds),
-         '--ks', args.ks, '--steps', str(args.steps)]
+         '--ks', ','.join(map(str, args.ks)), '--steps', str(args.steps)]
   out = subprocess.run(cmd, env=env, capture_output=True, text=True,
                        check=True, cwd=tree).stdout
   return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p = common.add_flags(
+      common.parser(__doc__), seconds=8.0, steps=4000, ks='1,8',
+      helps=dict(seconds='timed window per learner K',
+                 steps='actor-loop steps per measurement'))
   p.add_argument('--commit', required=True)
   p.add_argument('--rounds', type=int, default=3)
-  p.add_argument('--seconds', type=float, default=8.0,
-                 help='timed window per learner K')
-  p.add_argument('--steps', type=int, default=4000,
-                 help='actor-loop steps per measurement')
-  p.add_argument('--ks', default='1,8')
   args = p.parse_args()
-  trees = {'old': extract(args.commit), 'new': common._ROOT}  # pylint: disable=protected-access
+  trees = {'old': extract(args.commit), 'new': common.ROOT}
   rates = {}
-  for r in range(args.rounds):
-    order = ['old', 'new'] if r % 2 == 0 else ['new', 'old']
-    for what in ('learner', 'actor'):
-      for name in order:
-        for key, value in probe(trees[name], what, args).items():
-          rates.setdefault((key, name), []).append(value)
-        print(f'round {r} {what} {name} done', flush=True)
+  # Odd rounds run in reverse order, so neither tree always goes first.
+  runs = [(what, name) for what in ('learner', 'actor')
+          for name in ('old', 'new')]
+  for r, (what, name) in common.interleave(runs, args.rounds, alternate=True):
+    for key, value in probe(trees[name], what, args).items():
+      rates.setdefault((key, name), []).append(value)
+    print(f'round {r} {what} {name} done', flush=True)
   print(f'\n{args.commit} (old) vs this tree (new), medians of {args.rounds} '
         'rounds:')
   for key in sorted({k for k, _ in rates}):

@@ -31,20 +31,17 @@ Several environments per actor (what the runners now use): bench_actors.py.
       --domains cheetah:run,humanoid:run --steps 3000 --repeats 3
 """
 
-import argparse
 import gc
 import math
 import os
-import sys
 import time
 
-import common  # noqa: F401  (sys.path for wpo_agent)
-from common import (Stopwatch, emit_json, load_average, median, print_table,
-                    spread)
+import common
+from common import Stopwatch, emit_json, load_average, print_table, spread
 
-# The acme reference implementations (test oracles) live in tests/reference,
-# acme's Adder API over our writer in tests/nstep_adder.py.
-sys.path.insert(0, os.path.join(common._ROOT, 'tests'))  # pylint: disable=protected-access
+# The acme reference implementations (test oracles) and acme's Adder API over
+# our writer live with the tests.
+common.tests_on_path()
 
 os.environ.setdefault('MUJOCO_GL', 'egl')
 
@@ -59,9 +56,7 @@ import numpy as np  # noqa: E402
 import reverb  # noqa: E402
 
 from wpo_agent import acting  # noqa: E402
-from wpo_agent import config as config_lib  # noqa: E402
 from wpo_agent import environments  # noqa: E402
-from wpo_agent import networks as networks_lib  # noqa: E402
 from wpo_agent import replay  # noqa: E402
 import nstep_adder  # noqa: E402
 from reference import acme_adder  # noqa: E402
@@ -76,16 +71,13 @@ N_STEP, DISCOUNT = 5, 0.99
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--domains', default='cheetah:run,humanoid:run',
-                 help='comma-separated domain:task list')
-  p.add_argument('--steps', type=int, default=3000,
-                 help='env steps per measurement (rounded up to episodes)')
-  p.add_argument('--repeats', type=int, default=3)
+  p = common.add_flags(
+      common.parser(__doc__), domains='cheetah:run,humanoid:run', steps=3000,
+      repeats=3, json=False,
+      helps=dict(steps='env steps per measurement (rounded up to episodes)'))
   p.add_argument('--variants', default=','.join(VARIANTS))
   p.add_argument('--breakdown', action='store_true',
                  help='also time the pieces of the ours_fast loop')
-  p.add_argument('--json', action='store_true', help='print one JSON line too')
   return p.parse_args(argv)
 
 
@@ -196,13 +188,7 @@ class Domain:
     assert (self.envs['wrapped'].observation_spec() ==
             self.envs['wrapped_acme'].observation_spec())
     self.spec = environments.environment_spec(self.envs['wrapped'])
-    nets = networks_lib.make_networks_from_spec(
-        self.spec, **config_lib.make_config(
-            'acme', policy_layer_sizes=(256, 256, 256)).network_kwargs())
-    policy_params, _ = nets.init(jax.random.PRNGKey(0))
-    self.source = acting.StaticVariableSource(
-        policy=jax.device_get(policy_params))
-    self.policy = nets.policy
+    self.policy, self.source = common.policy_source(self.spec)
     self.rng = np.random.default_rng(0)
     warm = self._actor(None)  # compile the jitted policy step outside timing
     warm.select_action(self.envs['ours_fast'].reset().observation)
@@ -262,6 +248,47 @@ class Domain:
     return steps, dt
 
 
+def report_domain(dom, args, rates):
+  """Prints one domain's table, ratios and wrapper overheads; returns its
+  JSON record."""
+  med = common.medians(rates)
+  print(f'\n{dom.name}: obs {dom.spec.observations.shape[0]}  act '
+        f'{dom.spec.actions.shape[0]}  {dom.episodes} episodes x '
+        f'{args.repeats} repeats per variant  (load avg {load_average()})')
+  base = med.get('raw')
+  print_table(['variant', 'steps/s', 'runs', 'us/step', 'x raw',
+               'table items'],
+              [[v, med[v], spread(rates[v]), 1e6 / med[v],
+                med[v] / base if base else float('nan'),
+                str(dom.items.get(v, [''])[-1])] for v in rates])
+  ratios = common.ratios(med, (
+      ('ours_fast', 'acme_loop'), ('ours_fast', 'raw'),
+      ('ours_fast_acmeenv', 'acme_loop'), ('ours_fast_acmeenv', 'raw'),
+      ('ours_fast', 'ours_acme'), ('ours_noadd', 'raw'),
+      ('wrapped', 'wrapped_acme')))
+  print('ratios: ' + '  '.join(f'{k} {x:.2f}' for k, x in ratios.items()))
+  if 'raw' in med:
+    over = {v: 1e6 / med[v] - 1e6 / med['raw']
+            for v in ('wrapped', 'wrapped_acme') if v in med}
+    if over:
+      print('wrapper overhead over raw (us/step, medians): ' + '  '.join(
+          f'{v} {x:.1f}' for v, x in over.items()))
+  return {'steps_per_s': med, 'runs': rates, 'ratios': ratios,
+          'items': dom.items}
+
+
+def breakdown(dom):
+  """Times the pieces of one ours_fast pass; prints them, returns us/step."""
+  sw = Stopwatch()
+  steps, dt = dom.measure('ours_fast', sw)
+  print(f'breakdown of ours_fast ({steps} steps, {steps / dt:,.0f} '
+        'steps/s with timers):')
+  print_table(['piece', 'us/step', '%'],
+              [[k, 1e6 * s / steps, 100 * s / dt]
+               for k, s in sorted(sw.totals.items(), key=lambda x: -x[1])])
+  return {k: 1e6 * s / steps for k, s in sw.totals.items()}
+
+
 def main(argv=None):
   args = parse_args(argv)
   variants = [v for v in args.variants.split(',') if v]
@@ -275,48 +302,12 @@ def main(argv=None):
   for name in args.domains.split(','):
     dom = Domain(name, args)
     rates = {v: [] for v in variants}
-    for _ in range(args.repeats):
-      for v in variants:
-        steps, dt = dom.measure(v)
-        rates[v].append(steps / dt)
-    med = {v: median(r) for v, r in rates.items()}
-    print(f'\n{name}: obs {dom.spec.observations.shape[0]}  act '
-          f'{dom.spec.actions.shape[0]}  {dom.episodes} episodes x '
-          f'{args.repeats} repeats per variant  (load avg {load_average()})')
-    base = med.get('raw')
-    rows = []
-    for v in variants:
-      rows.append([v, med[v], spread(rates[v]), 1e6 / med[v],
-                   med[v] / base if base else float('nan'),
-                   str(dom.items.get(v, [''])[-1])])
-    print_table(['variant', 'steps/s', 'runs', 'us/step', 'x raw',
-                 'table items'], rows)
-    ratios = {}
-    for a, b in (('ours_fast', 'acme_loop'), ('ours_fast', 'raw'),
-                 ('ours_fast_acmeenv', 'acme_loop'),
-                 ('ours_fast_acmeenv', 'raw'), ('ours_fast', 'ours_acme'),
-                 ('ours_noadd', 'raw'), ('wrapped', 'wrapped_acme')):
-      if a in med and b in med:
-        ratios[f'{a}/{b}'] = med[a] / med[b]
-    print('ratios: ' + '  '.join(f'{k} {x:.2f}' for k, x in ratios.items()))
-    if 'raw' in med:
-      over = {v: 1e6 / med[v] - 1e6 / med['raw']
-              for v in ('wrapped', 'wrapped_acme') if v in med}
-      if over:
-        print('wrapper overhead over raw (us/step, medians): ' + '  '.join(
-            f'{v} {x:.1f}' for v, x in over.items()))
-    drec = {'steps_per_s': med, 'runs': rates, 'ratios': ratios,
-            'items': dom.items}
+    for _, v in common.interleave(variants, args.repeats):
+      steps, dt = dom.measure(v)
+      rates[v].append(steps / dt)
+    drec = report_domain(dom, args, rates)
     if args.breakdown:
-      sw = Stopwatch()
-      steps, dt = dom.measure('ours_fast', sw)
-      print(f'breakdown of ours_fast ({steps} steps, {steps / dt:,.0f} '
-            'steps/s with timers):')
-      print_table(['piece', 'us/step', '%'],
-                  [[k, 1e6 * s / steps, 100 * s / dt]
-                   for k, s in sorted(sw.totals.items(), key=lambda x: -x[1])])
-      drec['breakdown_us_per_step'] = {k: 1e6 * s / steps
-                                       for k, s in sw.totals.items()}
+      drec['breakdown_us_per_step'] = breakdown(dom)
     record['domains'][name] = drec
   print(f'\ntotal {time.perf_counter() - t_start:.0f} s')
   if args.json:
