@@ -5,6 +5,7 @@ so that it and acme's adder get exactly the same calls.
 """
 
 import gc
+import threading
 
 from acme import specs
 import dm_env
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import reverb
 
+from wpo_agent import nstep_writer
 from wpo_agent import replay
 import nstep_adder
 from reference import acme_adder
@@ -177,4 +179,56 @@ def test_api_errors():
   with pytest.raises(ValueError):
     nstep_adder.NStepTransitionWriter(client, 0, 0.9, TABLE)
   writer.close()
+  server.stop()
+
+
+def _blocked_writes(writer, results):
+  """Writes single transitions into a full queue until one blocks for good."""
+  try:
+    writer.start(0, np.zeros((OBS_DIM,), np.float32))
+    for t in range(20):
+      writer.add(actions=np.zeros((1, ACT_DIM), np.float32),
+                 rewards=np.ones((1,), np.float32),
+                 discounts=np.ones((1,), np.float32),
+                 next_observations=np.full((1, OBS_DIM), t, np.float32),
+                 last=np.zeros((1,), bool))
+    results.append('all written')
+  except Exception as e:  # pylint: disable=broad-except
+    results.append(e)
+
+
+@pytest.mark.parametrize('with_stop', [True, False])
+def test_a_blocked_write_gives_way_only_to_its_stop_predicate(with_stop):
+  """A queue of 4 takes 4 items, then holds the writer (as a rate limiter
+  does once the learner stops sampling) until an item is taken out."""
+  table = reverb.Table.queue('q', 4,
+                             signature=replay.transition_signature(SPEC))
+  server = reverb.Server([table], port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+  stop = threading.Event()
+  writer = nstep_writer.TransitionWriter(
+      client, num_streams=1, n_step=1, discount=0.9, table='q',
+      chunk_length=1, max_in_flight_items=1, flush_period=1,
+      should_stop=stop.is_set if with_stop else None)
+  results = []
+  thread = threading.Thread(target=_blocked_writes, args=(writer, results),
+                            daemon=True)
+  thread.start()
+  thread.join(timeout=2.0)
+  assert thread.is_alive() and replay.num_items(client, 'q') == 4
+  stop.set()
+  thread.join(timeout=5.0)
+  if with_stop:
+    assert not thread.is_alive()
+    assert isinstance(results[0], nstep_writer.WriterStopped), results
+    assert replay.num_items(client, 'q') == 4
+    writer.close()  # a stopped writer closes without waiting for the server
+  else:  # blocked until the queue has room again, then writes on
+    assert thread.is_alive()
+    while thread.is_alive():
+      list(client.sample('q', 1, emit_timesteps=False,
+                         unpack_as_table_signature=True))  # room for one
+      thread.join(timeout=0.5)
+    assert results == ['all written']
+    writer.close()
   server.stop()

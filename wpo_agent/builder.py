@@ -8,7 +8,7 @@ agents/jax/*/builder.py, without its factory-of-factories).
 """
 
 import functools
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from acme import core
 import dm_env
@@ -104,15 +104,18 @@ class Builder:
         sgd_steps_per_call=c.sgd_steps_per_learner_step,
         inserted_before_min=c.min_replay_size - items_in_replay)
 
-  def writer(self, client: reverb.Client):
+  def writer(self, client: reverb.Client,
+             should_stop: Optional[Callable[[], bool]] = None):
     """An actor's writer for its `envs_per_actor` environments: chunks of
     device_feed.TRANSPORT_ROWS transitions into the device backend's
-    transport, single transitions into the reverb backend's table."""
+    transport, single transitions into the reverb backend's table. A write
+    the table holds back gives way once `should_stop()` (WriterStopped)."""
     return replay.make_stream_writer(
         client, table=self.table, n_step=self.config.n_step,
         discount=self.config.discount, num_streams=self.run.envs_per_actor,
         rows_per_item=(feed_lib.TRANSPORT_ROWS
-                       if self.replay_backend == 'device' else None))
+                       if self.replay_backend == 'device' else None),
+        should_stop=should_stop)
 
   def dataset(self, server) -> Iterator[types.Batch]:
     """Reverb backend: [K, B] batches sampled from the table."""

@@ -18,13 +18,15 @@ per-step dm-tree work or reverb python history objects, and the n-step sums
 of all open windows are updated together in numpy. A transition stores s_t and
 s_{t+k} itself (acme's items share cells), so observations are stored twice.
 Flow control: at most `max_in_flight_items` (+ the flush period) unconfirmed
-items, so a blocking rate limiter or a full queue throttles the actor.
+items, so a blocking rate limiter or a full queue throttles the actor; given
+a stop predicate (`should_stop`), a blocked writer raises WriterStopped once
+it turns true, so an actor of an ending run exits instead of waiting forever.
 Limits: flat array observations and actions, no extras, one table, uniform
 priority.
 """
 
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import reverb
@@ -34,6 +36,18 @@ from wpo_agent import nstep
 from wpo_agent import types
 
 _NUM_COLUMNS = len(types.Batch._fields)
+# How long a write blocked by the replay's rate limiter waits before it looks
+# at its stop predicate again.
+_STOP_CHECK_MS = 250
+
+
+class WriterStopped(Exception):
+  """A write blocked by the replay gave way because the run is ending."""
+
+
+def _timed_out(error: RuntimeError) -> bool:
+  # How reverb's pybind writer reports a timeout (see reverb.TrajectoryWriter).
+  return 'Timeout exceeded' in str(error)
 
 
 class _Writer:
@@ -43,7 +57,8 @@ class _Writer:
                n_step: int, discount: float, table: str, rows_per_item: int,
                chunk_length: int, max_in_flight_items: int,
                flush_period: int, priority: float = 1.0,
-               get_signature_timeout_ms: int = 300_000):
+               get_signature_timeout_ms: int = 300_000,
+               should_stop: Optional[Callable[[], bool]] = None):
     if n_step < 1 or num_streams < 1:
       raise ValueError(f'need n_step >= 1 and num_streams >= 1; got {n_step}, '
                        f'{num_streams}')
@@ -66,6 +81,8 @@ class _Writer:
     self._flush_period = int(flush_period)
     self._signature_timeout_ms = int(get_signature_timeout_ms)
     self._squeeze = [True] * _NUM_COLUMNS
+    self._should_stop = should_stop
+    self._stopped = False  # a stopped writer's server will not take more
     self._since_flush = 0
     self._writer = None  # reverb pybind TrajectoryWriter, created lazily
     self.streams: Optional[nstep.NStepStreams] = None  # on the first start
@@ -116,7 +133,30 @@ class _Writer:
     self._since_flush += 1
     if self._since_flush >= self._flush_period:
       self._since_flush = 0
-      writer.Flush(self._max_in_flight, -1)  # -1: no timeout
+      self._wait_for_server(self._max_in_flight)
+
+  def _wait_for_server(self, max_pending: int) -> None:
+    """Blocks until at most `max_pending` items are unconfirmed.
+
+    The replay's rate limiter holds inserts while the learner samples too
+    little, which is forever once a run's learner has stopped. With a stop
+    predicate the wait is sliced so that such a writer raises WriterStopped
+    soon after the stop, rather than hold its process until it is killed.
+    """
+    writer = self._get_writer()
+    if self._should_stop is None:
+      writer.Flush(max_pending, -1)  # -1: no timeout
+      return
+    while True:
+      try:
+        writer.Flush(max_pending, _STOP_CHECK_MS)
+        return
+      except RuntimeError as e:
+        if not _timed_out(e):
+          raise
+      if self._should_stop():
+        self._stopped = True
+        raise WriterStopped(f'{type(self).__name__}: the run is ending')
 
   # -- the streams -------------------------------------------------------------
 
@@ -167,7 +207,8 @@ class _Writer:
     if self._writer is None:
       return
     try:
-      self.flush(timeout_ms)
+      if not self._stopped:
+        self.flush(timeout_ms)
     except RuntimeError as e:  # timeout: the items may still arrive
       logging.error('%s: flush before close failed: %s',
                     type(self).__name__, e)
@@ -198,7 +239,8 @@ class TransitionWriter(_Writer):
                discount: float, table: str, priority: float = 1.0,
                chunk_length: int = 32, max_in_flight_items: int = 128,
                flush_period: int = 32,
-               get_signature_timeout_ms: int = 300_000):
+               get_signature_timeout_ms: int = 300_000,
+               should_stop: Optional[Callable[[], bool]] = None):
     """`chunk_length`: transitions per reverb chunk (why 32: BUILD_NOTES.md,
     "Actor loop"). `max_in_flight_items`: items unconfirmed by the server
     before the actor blocks, checked every `flush_period` items."""
@@ -207,7 +249,8 @@ class TransitionWriter(_Writer):
                      priority=priority, chunk_length=chunk_length,
                      max_in_flight_items=max_in_flight_items,
                      flush_period=flush_period,
-                     get_signature_timeout_ms=get_signature_timeout_ms)
+                     get_signature_timeout_ms=get_signature_timeout_ms,
+                     should_stop=should_stop)
 
   def _write(self, batch: types.Batch) -> None:
     for m in range(len(batch.reward)):
@@ -216,8 +259,16 @@ class TransitionWriter(_Writer):
       self._create_item(types.Batch(*(x[m, ...] for x in batch)))
 
   def _episodes_ended(self) -> None:
-    # Finalizes all chunks and blocks until the server confirmed every item.
-    self._get_writer().EndEpisode(True, None)
+    # Finalizes all chunks and blocks until the server confirmed every item;
+    # after a timeout the chunks are finalized all the same (reverb's
+    # end_episode), so what is left is to wait for the server.
+    try:
+      self._get_writer().EndEpisode(
+          True, None if self._should_stop is None else _STOP_CHECK_MS)
+    except RuntimeError as e:
+      if not _timed_out(e):
+        raise
+      self._wait_for_server(0)
     self._since_flush = 0
 
   def reset(self, timeout_ms: Optional[int] = None) -> None:
@@ -238,7 +289,8 @@ class ChunkWriter(_Writer):
   def __init__(self, client: reverb.Client, *, num_streams: int, n_step: int,
                discount: float, table: str, rows_per_item: int,
                max_in_flight_items: int = 2, priority: float = 1.0,
-               get_signature_timeout_ms: int = 300_000):
+               get_signature_timeout_ms: int = 300_000,
+               should_stop: Optional[Callable[[], bool]] = None):
     """`max_in_flight_items`: chunks unconfirmed by the server (checked after
     each) before the actor blocks."""
     if rows_per_item < 1:
@@ -249,7 +301,8 @@ class ChunkWriter(_Writer):
                      rows_per_item=rows_per_item, priority=priority,
                      chunk_length=1, max_in_flight_items=max_in_flight_items,
                      flush_period=1,
-                     get_signature_timeout_ms=get_signature_timeout_ms)
+                     get_signature_timeout_ms=get_signature_timeout_ms,
+                     should_stop=should_stop)
     self._stage: Optional[types.Batch] = None  # [L, ...], the open chunk
     self._filled = 0
 

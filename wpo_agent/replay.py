@@ -18,7 +18,7 @@ test_nstep_writer.py compares them bit for bit with acme's adder, the oracle in
 tests/reference/acme_adder.py).
 """
 
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 from acme import specs
 from acme.datasets import reverb as acme_datasets
@@ -143,17 +143,20 @@ def make_transport_iterator(server: Union[str, reverb.Client], *, table: str,
 
 def make_stream_writer(client: reverb.Client, *, table: str, n_step: int,
                        discount: float, num_streams: int,
-                       rows_per_item: Optional[int]):
+                       rows_per_item: Optional[int],
+                       should_stop: Optional[Callable[[], bool]] = None):
   """An actor's writer for its `num_streams` environments: one item per
   transition (rows_per_item None: the reverb backend's sampled table) or
-  per `rows_per_item` transitions (the device backend's transport)."""
+  per `rows_per_item` transitions (the device backend's transport). A write
+  blocked by the table raises nstep_writer.WriterStopped once `should_stop()`
+  (None: it blocks until the table takes it)."""
   if rows_per_item:
     return nstep_writer.ChunkWriter(
         client, num_streams=num_streams, n_step=n_step, discount=discount,
-        table=table, rows_per_item=rows_per_item)
+        table=table, rows_per_item=rows_per_item, should_stop=should_stop)
   return nstep_writer.TransitionWriter(
       client, num_streams=num_streams, n_step=n_step, discount=discount,
-      table=table)
+      table=table, should_stop=should_stop)
 
 
 def _to_batch(sample: reverb.ReplaySample) -> types.Batch:

@@ -26,6 +26,7 @@ from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
 from wpo_agent import lifetime
+from wpo_agent import nstep_writer
 from wpo_agent import runs
 from wpo_agent.distributed import control as control_lib
 from wpo_agent.distributed import hosts
@@ -239,7 +240,8 @@ def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
   with node.reporting(name):
     loop = node.builder.actor_loop(
         learner, actor_index=index, start_actor_steps=node.start_actor_steps,
-        writer=node.builder.writer(replay_client))
+        writer=node.builder.writer(
+            replay_client, should_stop=node.control.stop_requested))
     # Counts reach the step limiter within ~0.25 s: at thousands of steps/s
     # (before min_replay_size nothing throttles the actors) a longer delay is
     # an overshoot of the step limit by as many steps.
@@ -247,7 +249,10 @@ def run_actor(index: int, replay_client, learner, counter, spec: Spec) -> None:
     fail_at = _fault_step(name)
     while not node.control.stop_requested():
       steps_before, episodes_before = loop.steps, loop.episodes
-      loop.run(_COUNT_EVERY)  # whole rounds of envs_per_actor steps
+      try:
+        loop.run(_COUNT_EVERY)  # whole rounds of envs_per_actor steps
+      except nstep_writer.WriterStopped:
+        break  # the learner stopped sampling: the table takes no more
       if fail_at is not None and loop.steps >= fail_at:
         raise RuntimeError(f'injected fault in {name} at step {loop.steps} '
                            f'({_FAULT_ENV})')
