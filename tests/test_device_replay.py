@@ -312,6 +312,7 @@ def _train_cartpole(workdir, steps, **run_options):
                               config)
 
 
+@pytest.mark.slow  # a real training run
 def test_single_process_run_resumes_with_its_device_buffer(tmp_path):
   import csv  # pylint: disable=g-import-not-at-top
 
@@ -344,6 +345,7 @@ def test_single_process_run_resumes_with_its_device_buffer(tmp_path):
   assert grown - saved - 2 * 128 <= trained <= grown - saved
 
 
+@pytest.mark.slow  # a real training run
 def test_a_run_stopped_before_its_first_chunk_saves_and_resumes(tmp_path):
   """Fewer transitions than one insert chunk: the buffer is empty at the
   save (orbax refuses zero-size arrays), so none is saved; the resume fills

@@ -31,7 +31,8 @@ TINY = ['--set=policy_layer_sizes=32,32', '--set=critic_layer_sizes=32,32',
         '--set=samples_per_insert=32', '--set=num_action_samples=4',
         '--set=variable_update_period=100']
 
-pytestmark = pytest.mark.slow
+# One program at a time: `make test` runs this group on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('programs')]
 
 
 def _launch(workdir, max_steps, extra_env=None, backend='reverb'):

@@ -140,6 +140,7 @@ def _env():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('programs')  # one program at a time
 def test_two_hosts_step_identically_and_as_one_host_on_both_batches(
     tmp_path):
   script = os.path.join(TESTS, 'multihost_learner.py')
@@ -244,6 +245,7 @@ def _left_behind(workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('programs')  # one program at a time
 def test_two_host_run_stops_on_one_signal_resumes_and_finishes(tmp_path):
   workdir = str(tmp_path / 'run')
   host1 = os.path.join(workdir, 'host_1')
@@ -286,6 +288,7 @@ def test_two_host_run_stops_on_one_signal_resumes_and_finishes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('programs')  # one program at a time
 def test_a_failure_on_one_host_stops_both_and_is_named(tmp_path):
   workdir = str(tmp_path / 'run')
   procs = _launch_hosts(workdir, 1_000_000, portpicker.pick_unused_port(),
@@ -334,6 +337,7 @@ def jax_leaves(tree):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('programs')  # one program at a time
 def test_killing_one_hosts_learner_stops_both(tmp_path):
   workdir = str(tmp_path / 'run')
   status = os.path.join(workdir, 'host_1', 'control', 'nodes', 'learner.json')
@@ -367,6 +371,7 @@ def _host_processes(workdir, host, launcher):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('programs')  # one program at a time
 @pytest.mark.parametrize('lost', ['every process', 'the launcher'])
 def test_losing_host_1_stops_host_0_and_leaves_nothing(tmp_path, lost):
   """A lost machine (kill -9 of all its processes), or only its launcher

@@ -61,6 +61,7 @@ def test_bad_flags_give_one_line(tmp_path, args, fragments):
   assert not os.path.exists(tmp_path / 'run')  # nothing written
 
 
+@pytest.mark.slow  # a real training run
 def test_short_single_process_run(tmp_path):
   workdir = tmp_path / 'run'
   proc = run_local(

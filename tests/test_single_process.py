@@ -47,6 +47,7 @@ def read_csv(path):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # a real training run
 def test_train_outputs_then_resume(tmp_path):
   config = tiny_config()
   summary = single_process.train(run_options(tmp_path, 600), config)
@@ -122,6 +123,7 @@ def sigterm_guard():
   signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.mark.slow  # a real training run
 def test_sigterm_stops_checkpoints_and_resumes(tmp_path, sigterm_guard):
   config = tiny_config()
   guard = signal.getsignal(signal.SIGTERM)
@@ -154,6 +156,7 @@ def test_sigterm_stops_checkpoints_and_resumes(tmp_path, sigterm_guard):
       stopped_at + 200)
 
 
+@pytest.mark.slow  # a real training run
 def test_resume_without_replay_checkpoint_refills(tmp_path):
   config = tiny_config()
   options = dict(checkpoint_replay=False, eval_every=10_000)
@@ -219,6 +222,7 @@ def test_resume_check_refuses_another_runs_workdir(tmp_path):
         dataclasses.replace(config, max_replay_size=20_000))
 
 
+@pytest.mark.slow  # a real training run
 def test_resume_follows_new_eval_schedule_and_ends_with_an_eval(tmp_path):
   config = tiny_config()
   # Not a multiple of eval_every: the run still ends with an evaluation.
