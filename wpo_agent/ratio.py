@@ -10,7 +10,7 @@ it depends on the replay backend and the runner:
     `RatioGate` over a MinSize table (single_process.py);
   - device backend (the default), both runners: `RatioGate` inside the
     learner's feed, over the items drained from the transport queue
-    (`device_replay.DeviceFeed`).
+    (`device_feed.DeviceFeed`).
 No reverb import here.
 """
 
