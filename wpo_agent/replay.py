@@ -1,6 +1,8 @@
 """Reverb replay for WPO: table, n-step writer, and the learner's dataset.
 
-This (and the launch layer) are the only modules that import reverb/TensorFlow.
+Reverb and TensorFlow stay at the edges: besides this module only the
+writers (nstep_writer), the wiring (builder, single_process) and TensorBoard
+logging (logs, lazily) import them; the maths never does.
 
 One item per n-step transition, stored as a `types.Batch` of single arrays
 (the table signature is `transition_signature`): for an effective horizon
