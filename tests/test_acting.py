@@ -1,4 +1,5 @@
-"""Tests for wpo_agent.acting: VariableClient, WPOActor, episode into replay."""
+"""Tests for wpo_agent.acting: VariableClient, WPOActor, VectorActor, episode
+into replay."""
 
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from wpo_agent import acting
 from wpo_agent import config as config_lib
 from wpo_agent import environments
 from wpo_agent import networks
+import streams
 
 OBS_DIM, ACT_DIM = 5, 3
 
@@ -195,3 +197,38 @@ def test_episode_into_replay():
   # Close the writer before the server, or stopping the server waits ~5 s.
   del loop, actor, adder
   server.stop()
+
+
+def test_vector_actor_keys_and_actions_match_single_actors():
+  policy, source = streams.policy()
+  seeds = [3, 11, 12, 40]
+  vector = acting.VectorActor(policy, acting.VariableClient(source),
+                              seeds=seeds)
+  singles = [acting.WPOActor(policy, acting.VariableClient(source), seed=s)
+             for s in seeds]
+  one = acting.VectorActor(policy, acting.VariableClient(source),
+                           seeds=seeds[:1])
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    obs = rng.standard_normal((4, 5)).astype(np.float32)
+    got = vector.select_actions(obs)
+    want = np.stack([a.select_action(o) for a, o in zip(singles, obs)])
+    # Same keys, so the same noise; XLA's matmul rounds differently for 4
+    # rows than for 1, hence float tolerance for E = 4.
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(one.select_actions(obs[:1]), want[:1])
+  np.testing.assert_array_equal(np.asarray(vector._keys),  # pylint: disable=protected-access
+                                np.stack([np.asarray(a._key)  # pylint: disable=protected-access
+                                          for a in singles]))
+
+
+def test_variable_client_counts_environment_steps():
+  source = acting.StaticVariableSource(policy=0)
+  client = acting.VariableClient(source, update_period=10)
+  assert client.params == 0
+  source.set('policy', 1)
+  client.update(steps=4)
+  client.update(steps=4)
+  assert client.params == 0  # 8 steps
+  client.update(steps=4)
+  assert client.params == 1  # 12 >= 10: refetched

@@ -1,5 +1,5 @@
 """The device replay (device_replay.py, device_feed.py): sampling, ring,
-ratio, checkpoints, and the learner step that samples inside jit
+ratio, checkpoints, rechunking, and the learner step that samples inside jit
 (docs/architecture.md)."""
 
 import threading
@@ -17,6 +17,7 @@ from wpo_agent import device_replay
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
 from wpo_agent import sharding
+from wpo_agent import types
 from wpo_agent.types import Batch
 
 import two_devices
@@ -180,6 +181,24 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     b = _fill(replay, restored, 1, first=10_000)
     np.testing.assert_array_equal(_all_ids(replay, a), _all_ids(replay, b))
     checkpointer.close()
+
+
+def test_rechunk():
+  batches = [types.Batch(*(np.arange(m * 5 * 4).reshape(m, 5, 4) + 1000 * i
+                           if f in ('observation', 'action',
+                                    'next_observation')
+                           else np.arange(m * 5).reshape(m, 5) + 1000 * i
+                           for f in types.Batch._fields))
+             for i, m in enumerate((1, 3, 2))]
+  out = list(device_replay.rechunk(iter(batches), 7))
+  assert len(out) == 4  # 30 rows: 4 chunks of 7, 2 held back
+  rewards = np.concatenate([b.reward.reshape(-1) for b in batches])
+  np.testing.assert_array_equal(np.concatenate([c.reward for c in out]),
+                                rewards[:28])
+  assert all(c.observation.shape == (7, 4) for c in out)
+  np.testing.assert_array_equal(
+      out[-1].observation,
+      np.concatenate([b.observation.reshape(-1, 4) for b in batches])[21:28])
 
 
 def _tiny():

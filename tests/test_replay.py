@@ -7,10 +7,12 @@ import pytest
 import reverb
 import tree
 
+from wpo_agent import nstep_writer
 from wpo_agent import ratio
 from wpo_agent import replay
 from wpo_agent import types
 import nstep_adder
+import streams
 
 OBS_DIM, ACT_DIM = 2, 1
 SPEC = specs.EnvironmentSpec(
@@ -212,3 +214,34 @@ def test_dataset_yields_batches(num_sgd_steps):
                                   batch.reward + 1)
     np.testing.assert_array_equal(batch.discount, 0.5)
   del iterator, server
+
+
+def test_transport_delivers_chunks_in_order():
+  """ChunkWriter items of 8 rows through the transport iterator: chunks of
+  12 transitions (not a multiple of 8) holding every transition once, each
+  item's rows together and in order (the drain's two streams may swap
+  whole items)."""
+  table = replay.make_transport_table(streams.SPEC, name='t', max_size=100,
+                                      rows_per_item=8)
+  server = reverb.Server([table], port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+  writer = nstep_writer.ChunkWriter(client, num_streams=2, n_step=1,
+                                    discount=1.0, table='t', rows_per_item=8)
+  writer.start(0, np.zeros(3, np.float32))
+  writer.start(1, np.zeros(3, np.float32))
+  for i in range(48):  # 96 transitions: 12 items, 8 chunks of 12
+    writer.add(actions=np.zeros((2, 2), np.float32),
+               rewards=np.array([2 * i, 2 * i + 1], np.float32),
+               discounts=np.ones(2, np.float32),
+               next_observations=np.zeros((2, 3), np.float32),
+               last=np.zeros(2, bool))
+  writer.flush()
+  chunks = replay.make_transport_iterator(client, table='t', chunk_size=12,
+                                          rows_per_item=8)
+  got = np.concatenate([next(chunks).reward for _ in range(8)])
+  np.testing.assert_array_equal(np.sort(got), np.arange(96))
+  for item in got.reshape(12, 8):
+    assert item[0] % 8 == 0
+    np.testing.assert_array_equal(item, item[0] + np.arange(8))
+  writer.close()
+  server.stop()

@@ -32,7 +32,7 @@ def tiny_config():
 
 def run_options(workdir, max_actor_steps, **kwargs):
   # One environment: the counts below are per step (several environments:
-  # test_vector_actors.py).
+  # test_loops.py).
   options = dict(domain='cartpole', task='swingup', seed=0,
                  workdir=str(workdir), max_actor_steps=max_actor_steps,
                  eval_every=300, eval_episodes=1, progress_every_s=1e9,
