@@ -1,4 +1,5 @@
-"""The real Launchpad program, end to end (local multi-processing, 2 actors).
+"""The real Launchpad program (launch/run_local.py, wpo_agent/distributed), end
+to end (local multi-processing, 2 actors).
 
 Launches of a few hundred MB of processes each on a 2-core machine:
   1. SIGINT mid-run: exit 0 within 30 s, a checkpoint, no process left;

@@ -1,4 +1,5 @@
-"""Tests of the decoupled KL regulariser, its duals and the critic TD loss.
+"""Tests of losses.py: the decoupled KL regulariser, its duals and the critic
+TD loss.
 
 docs/algorithm.md Sec. 4 (KL) and Sec. 5 (critic); expected values computed by
 hand.

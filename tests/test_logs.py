@@ -1,4 +1,5 @@
-"""The progress line's rates over its sliding window, and the append-only CSV."""
+"""logs.py: the progress line's rates over its sliding window, and the
+append-only CSV."""
 
 import csv
 

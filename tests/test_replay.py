@@ -1,4 +1,9 @@
-"""Tests for wpo_agent.replay: n-step writer values, rate limiting, dataset."""
+"""Tests for wpo_agent.replay: rate limiting, the dataset, the transport.
+
+The first two check the n-step values that reach a replay table through
+tests/nstep_adder.py (nstep_writer.TransitionWriter's, by hand and against a
+direct formula).
+"""
 
 from acme import specs
 import dm_env

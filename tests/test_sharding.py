@@ -1,5 +1,5 @@
-"""The data-parallel learner step (and WPOLearner on 2 devices) equals the
-single-device step.
+"""sharding.py: the data-parallel learner step (and WPOLearner on 2 devices)
+equals the single-device step.
 
 Runs in a subprocess: the number of host CPU devices is fixed when jax starts
 (XLA_FLAGS=--xla_force_host_platform_device_count=2).

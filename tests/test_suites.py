@@ -1,5 +1,6 @@
-"""The suite runner: task lists, bad input, a real suite stopped (Ctrl-C, then
-kill -9 of the runner), resumed and with one failing run."""
+"""The suite runner (launch/run_suite.py, wpo_agent.analysis.suites): task
+lists, bad input, a real suite stopped (Ctrl-C, then kill -9 of the runner),
+resumed and with one failing run."""
 
 import os
 import signal
