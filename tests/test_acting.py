@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from wpo_agent import acting
-from wpo_agent import config as config_lib
 from wpo_agent import environments
 from wpo_agent import networks
 import streams
+import tiny
 
 OBS_DIM, ACT_DIM = 5, 3
 
@@ -31,15 +31,9 @@ class CountingSource:
     return [self.params for _ in names]
 
 
-def _kwargs(**overrides):
-  return config_lib.make_config(
-      'acme', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
-      **overrides).network_kwargs()
-
-
 def _networks(obs_dim=OBS_DIM, act_dim=ACT_DIM, **overrides):
   return networks.make_networks(obs_dim, -np.ones(act_dim), np.ones(act_dim),
-                                **_kwargs(**overrides))
+                                **tiny.network_kwargs(**overrides))
 
 
 def _init(nets, seed):
@@ -164,7 +158,8 @@ def test_episode_into_replay():
   import nstep_adder  # pylint: disable=g-import-not-at-top
   env = environments.make_environment('cartpole', 'swingup', seed=0)
   spec = environments.environment_spec(env)
-  nets = networks.make_networks_from_spec(spec, **_kwargs(init_scale=2.0))
+  nets = networks.make_networks_from_spec(
+      spec, **tiny.network_kwargs(init_scale=2.0))
   params, _ = _init(nets, 0)
   table = replay.make_replay_table(
       spec, name=replay.DEFAULT_TABLE, max_size=5000, min_size=1,

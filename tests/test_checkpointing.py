@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from wpo_agent import checkpointing
-from wpo_agent import config as config_lib
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
 from wpo_agent.types import Batch
+import tiny
 
 OBS, ACT, BATCH = 4, 2, 32
 
@@ -16,10 +16,8 @@ OBS, ACT, BATCH = 4, 2, 32
 @pytest.fixture(scope='module')
 def setup():
   # Hard KL, so that the duals and their Adam state are non-trivial too.
-  config = config_lib.make_config(
-      'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
-      batch_size=BATCH, num_action_samples=4, target_update_period=2,
-      kl_constraint='hard')
+  config = tiny.config(batch_size=BATCH, target_update_period=2,
+                       kl_constraint='hard')
   networks = networks_lib.make_networks(OBS, [-1.0] * ACT, [1.0] * ACT,
                                        **config.network_kwargs())
   step = jax.jit(learning.make_sgd_step(networks, config))

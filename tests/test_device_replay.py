@@ -20,6 +20,7 @@ from wpo_agent import sharding
 from wpo_agent import types
 from wpo_agent.types import Batch
 
+import tiny
 import two_devices
 
 OBS, ACT = 3, 2
@@ -202,10 +203,7 @@ def test_rechunk():
 
 
 def _tiny():
-  cfg = config_lib.make_config(
-      'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
-      batch_size=32, num_action_samples=4, target_update_period=2,
-      sgd_steps_per_learner_step=3)
+  cfg = tiny.config(target_update_period=2, sgd_steps_per_learner_step=3)
   nets = networks_lib.make_networks(OBS, -np.ones(ACT), np.ones(ACT),
                                     **cfg.network_kwargs())
   return cfg, nets
@@ -319,11 +317,9 @@ def test_buffer_too_large_is_refused_with_what_to_lower():
 def _train_cartpole(workdir, steps, **run_options):
   """A tiny single-process cartpole run on the device replay (spi = B)."""
   from wpo_agent import runs, single_process  # pylint: disable=g-import-not-at-top
-  config = config_lib.make_config(
-      'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
-      min_replay_size=128, max_replay_size=4096, batch_size=32,
-      samples_per_insert=32.0, num_action_samples=4,
-      variable_update_period=100, replay_backend='device')
+  config = tiny.config(min_replay_size=128, max_replay_size=4096,
+                       samples_per_insert=32.0, variable_update_period=100,
+                       replay_backend='device')
   return single_process.train(runs.RunOptions(
       domain='cartpole', task='swingup', workdir=str(workdir),
       max_actor_steps=steps, eval_episodes=1, progress_every_s=1e9,

@@ -24,13 +24,12 @@ import pytest
 from wpo_agent.distributed import netns
 
 import replay_checkpoints
+import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_LOCAL = os.path.join(REPO, 'launch', 'run_local.py')
-TINY = ['--set=policy_layer_sizes=32,32', '--set=critic_layer_sizes=32,32',
-        '--set=batch_size=32', '--set=min_replay_size=200',
-        '--set=samples_per_insert=32', '--set=num_action_samples=4',
-        '--set=variable_update_period=100']
+TINY = tiny.flags(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32),
+                  variable_update_period=100)
 
 # One program at a time: `make test` runs this group on one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('programs')]

@@ -22,6 +22,8 @@ import pytest
 from wpo_agent import runs
 from wpo_agent.distributed import hosts
 
+import tiny
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, 'tests')
 RUN_HOST = os.path.join(REPO, 'launch', 'multihost', 'run_host.sh')
@@ -168,9 +170,8 @@ def test_two_hosts_step_identically_and_as_one_host_on_both_batches(
 
 # --- two whole programs -----------------------------------------------------
 
-TINY = ['--set=policy_layer_sizes=32,32', '--set=critic_layer_sizes=32,32',
-        '--set=batch_size=32', '--set=min_replay_size=256',
-        '--set=samples_per_insert=32', '--set=num_action_samples=4']
+TINY = tiny.flags(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32),
+                  min_replay_size=256)
 
 
 def _launch_hosts(workdir, max_steps, port, extra_env=(None, None)):

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+import tiny
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, 'launch', 'run_local.py')
 
@@ -69,9 +71,7 @@ def test_short_single_process_run(tmp_path):
       '--config=small', '--max_actor_steps=300', '--eval_every=300',
       '--eval_episodes=1', '--progress_every=0.2', f'--workdir={workdir}',
       '--envs_per_actor=4',  # 75 rounds of 4 environment steps
-      '--set', 'policy_layer_sizes=16,16', '--set', 'critic_layer_sizes=16,16',
-      '--set', 'min_replay_size=100', '--set', 'batch_size=32',
-      '--set', 'samples_per_insert=32', '--set', 'num_action_samples=4',
+      *tiny.flags(min_replay_size=100),
       # One learner step per actor step past min_replay_size is the reverb
       # backend's ratio (the device backend's is per drained chunk).
       '--set', 'replay_backend=reverb', timeout=240)

@@ -11,23 +11,21 @@ import time
 import pytest
 
 from wpo_agent import checkpointing
-from wpo_agent import config as config_lib
 from wpo_agent import resume
 from wpo_agent import runs
 from wpo_agent import single_process
 
 import replay_checkpoints
+import tiny
 
 
 def tiny_config():
   # spi 32 = batch 32: one SGD step per actor step once the replay holds 100.
   # The reverb backend, whose ratio is per actor step (the device backend's
   # per drained chunk: test_device_replay.py).
-  return config_lib.make_config(
-      'small', policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
-      min_replay_size=100, max_replay_size=10_000, batch_size=32,
-      samples_per_insert=32.0, num_action_samples=4, prefetch_size=2,
-      variable_update_period=100, replay_backend='reverb')
+  return tiny.config(min_replay_size=100, max_replay_size=10_000,
+                     samples_per_insert=32.0, prefetch_size=2,
+                     variable_update_period=100, replay_backend='reverb')
 
 
 def run_options(workdir, max_actor_steps, **kwargs):

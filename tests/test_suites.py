@@ -13,12 +13,11 @@ import pytest
 
 from wpo_agent.analysis import suites
 
+import tiny
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config=small', '--single_process', '--eval_every=1000',
-        '--eval_episodes=1', '--set=policy_layer_sizes=16,16',
-        '--set=critic_layer_sizes=16,16', '--set=min_replay_size=200',
-        '--set=batch_size=32', '--set=samples_per_insert=32',
-        '--set=num_action_samples=4']
+        '--eval_episodes=1'] + tiny.FLAGS
 
 
 def run_suite(*args, **kwargs):
