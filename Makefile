@@ -28,14 +28,14 @@ $(VENV)/.installed: requirements.txt setup.py
 $(VENV)/.installed-gpu: $(VENV)/.installed
 	@bash scripts/make_venv.sh "$(VENV)" --gpu
 
-# Two pytest workers (pytest-xdist); the tests that launch whole programs share
-# one of them (xdist_group 'programs'), so at most one such run at a time.
+# Two pytest workers (pytest-xdist); the tests that launch whole programs go
+# to one of them, one at a time (tests/conftest.py).
 WORKERS ?= 2
 test: venv
-	$(PY) -m pytest tests -q -n $(WORKERS) --dist loadgroup --durations=15
+	$(PY) -m pytest tests -q -n $(WORKERS) --durations=15
 
 test-fast: venv
-	$(PY) -m pytest tests -q -n $(WORKERS) --dist loadgroup -m "not slow" --durations=15
+	$(PY) -m pytest tests -q -n $(WORKERS) -m "not slow" --durations=15
 
 # A short real distributed run: replay, learner, 2 actors, evaluator (a few minutes).
 run: venv

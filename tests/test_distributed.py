@@ -31,8 +31,7 @@ RUN_LOCAL = os.path.join(REPO, 'launch', 'run_local.py')
 TINY = tiny.flags(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32),
                   variable_update_period=100)
 
-# One program at a time: `make test` runs this group on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('programs')]
+pytestmark = pytest.mark.slow
 
 
 def _launch(workdir, max_steps, extra_env=None, backend='reverb'):
