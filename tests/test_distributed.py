@@ -5,9 +5,9 @@ Launches of a few hundred MB of processes each on a 2-core machine:
   1. SIGINT mid-run: exit 0 within 30 s, a checkpoint, no process left;
   2. resume to the limit: counters continue, learner steps grow, eval rows;
   3. an actor raises: non-zero exit within 30 s naming it, no process left;
-  4. kill -9 of the program, then of the launcher: nothing left within 60 s,
-     a checkpoint each time, a rerun meanwhile refused, and the same command
-     resumes.
+  4. (device backend, one run after its SIGINT) kill -9 of the program, then
+     of the launcher: nothing left within 60 s, a checkpoint each time, a
+     rerun meanwhile refused, and the same command resumes, then finishes.
 """
 
 import csv
@@ -112,9 +112,9 @@ def _assert_isolated(workdir):
               if c.status == psutil.CONN_LISTEN and c.pid in pids]
 
 
-@pytest.mark.parametrize('backend', ['reverb', 'device'])
-def test_stop_resume_and_finish(tmp_path, backend):
-  workdir = str(tmp_path / 'run')
+def _sigint_stops_and_saves(workdir, backend):
+  """Phase: a new run stopped by SIGINT once it learns; returns its progress
+  and the replay items saved with its checkpoint."""
   namespaces = netns.isolated(['true'])[1] is None
   proc = _launch(workdir, 1_000_000, backend=backend)
   try:
@@ -136,30 +136,40 @@ def test_stop_resume_and_finish(tmp_path, backend):
   assert os.listdir(os.path.join(workdir, 'checkpoints'))
   assert not _run_processes(workdir)
   first = _progress(workdir)
-  first_steps = int(first['actor_steps'])
-  assert first_steps > 0
+  assert int(first['actor_steps']) > 0
   # The replay buffer was saved with the learner: the learner had started, so
   # the buffer held at least min_replay_size = 200 items.
   saved = _replay_saved(workdir, backend)
   assert saved >= 200
+  return first, saved
 
-  # Resume to a limit beyond where we stopped by more than the actors may run
-  # ahead of the learner (~1,500 items on the device backend: BUILD_NOTES.md,
-  # `make run`), so the resumed learner must have drained and stepped.
-  limit = first_steps + 3000
+
+def _resumes_and_finishes(workdir, backend, after, saved):
+  """Phase: the same command, to a limit beyond the checkpoint at
+  after['actor_steps'] by more than the actors may run ahead of the learner
+  (~1,500 items on the device backend: BUILD_NOTES.md, `make run`), so the
+  resumed learner must have drained and stepped."""
+  limit = int(after['actor_steps']) + 3000
   proc = _launch(workdir, limit, backend=backend)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-3000:]
   assert 'finished' in out
   final = _progress(workdir)
   assert final['actor_steps'] >= limit
-  assert final['learner_steps'] > first['learner_steps']
+  assert final['learner_steps'] > after['learner_steps']
   rows = _eval_rows(workdir)
-  assert rows and int(rows[-1]['actor_steps']) > first_steps
+  assert rows and int(rows[-1]['actor_steps']) > int(after['actor_steps'])
   # A run that reaches its step limit ends with an evaluation there.
   assert int(rows[-1]['actor_steps']) >= limit
   assert not _run_processes(workdir)
   assert _replay_saved(workdir, backend) > saved  # restored, then grown
+
+
+def test_stop_resume_and_finish(tmp_path):
+  """The reverb backend (the device backend: the next test)."""
+  workdir = str(tmp_path / 'run')
+  first, saved = _sigint_stops_and_saves(workdir, 'reverb')
+  _resumes_and_finishes(workdir, 'reverb', first, saved)
 
 
 def test_actor_failure_stops_everything(tmp_path):
@@ -201,12 +211,16 @@ def _learner_saved(workdir, after_step):
   return meta
 
 
-def test_killed_program_or_launcher_leaves_nothing_and_resumes(tmp_path):
+def test_stop_kills_resume_and_finish_on_the_device_backend(tmp_path):
+  """One run through SIGINT, kill -9 of its program, kill -9 of its
+  launcher, each resumed by the same command, then to its limit."""
   workdir = str(tmp_path / 'run')
+  stopped, saved = _sigint_stops_and_saves(workdir, 'device')
+
   # kill -9 of the program: its launcher names it, after the learner saved.
   proc = _launch(workdir, 1_000_000, backend='device')
   try:
-    _learning(workdir, proc)
+    _learning(workdir, proc, stopped['learner_steps'])
     program, = [p for p in psutil.Process(proc.pid).children()
                 if 'wpo_agent.distributed.program' in p.cmdline()]
     program.kill()
@@ -221,7 +235,7 @@ def test_killed_program_or_launcher_leaves_nothing_and_resumes(tmp_path):
           'wpo_agent.distributed.program) failed: it was killed by SIGKILL'
           in err)
   assert not _run_processes(workdir)
-  first = _learner_saved(workdir, 0)
+  first = _learner_saved(workdir, int(stopped['actor_steps']))
 
   # The same command resumes; a second run on the workdir meanwhile is
   # refused; kill -9 of the launcher stops the program and every node.
@@ -249,10 +263,4 @@ def test_killed_program_or_launcher_leaves_nothing_and_resumes(tmp_path):
   second = _learner_saved(workdir, first['actor_steps'])
   assert second['learner_steps'] > first['learner_steps']  # it had resumed
 
-  limit = second['actor_steps'] + 1000
-  proc = _launch(workdir, limit, backend='device')
-  out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err[-3000:]
-  assert 'finished' in out
-  assert _progress(workdir)['learner_steps'] > second['learner_steps']
-  assert not _run_processes(workdir)
+  _resumes_and_finishes(workdir, 'device', second, saved)

@@ -139,10 +139,10 @@ def test_a_blocked_write_gives_way_only_to_its_stop_predicate(with_stop):
   thread = threading.Thread(target=_blocked_writes, args=(writer, results),
                             daemon=True)
   thread.start()
-  thread.join(timeout=2.0)
+  thread.join(timeout=1.0)
   assert thread.is_alive() and replay.num_items(client, 'q') == 4
   stop.set()
-  thread.join(timeout=5.0)
+  thread.join(timeout=2.0)  # 8 of the writer's 250 ms checks
   if with_stop:
     assert not thread.is_alive()
     assert isinstance(results[0], nstep_writer.WriterStopped), results
@@ -153,8 +153,10 @@ def test_a_blocked_write_gives_way_only_to_its_stop_predicate(with_stop):
     while thread.is_alive():
       list(client.sample('q', 1, emit_timesteps=False,
                          unpack_as_table_signature=True))  # room for one
-      thread.join(timeout=0.5)
+      thread.join(timeout=0.01)
     assert results == ['all written']
+    list(client.sample('q', 4, emit_timesteps=False,  # room for the last one
+                       unpack_as_table_signature=True))
     writer.close()
   server.stop()
 
