@@ -31,9 +31,10 @@ def test_wpo_learns_cartpole_swingup(tmp_path):
       max_actor_steps=ACTOR_STEPS, eval_every=ACTOR_STEPS, eval_episodes=3,
       progress_every_s=30.0, checkpoint_every_s=1e9, tensorboard=False,
       quiet=True,
-      # The returns above were measured with one environment. With the default
-      # 16, each environment makes 250 of its 1000 steps in 4000 actor steps
-      # and the replay never holds the upright phase (BUILD_NOTES, `make run`).
+      # The returns in BUILD_NOTES were measured with one environment. With
+      # the default 16, each environment makes 250 of its 1000 steps in 4000
+      # actor steps and the replay never holds the upright phase (BUILD_NOTES,
+      # `make run`).
       envs_per_actor=1)
   start = time.time()
   summary = single_process.train(run, config)

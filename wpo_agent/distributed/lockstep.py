@@ -46,7 +46,7 @@ class Lockstep:
 
   def __init__(self, *, learner, counter, control: control_lib.Control,
                run: runs.RunOptions, sgd_steps_per_call: int,
-               published_steps: int, save: Callable[[int], None],
+               published_steps: int, save: Callable[[int, int], None],
                final_eval_wait_s: float):
     self._learner = learner
     self._counter = counter
@@ -54,7 +54,12 @@ class Lockstep:
     self._run = run
     self._k = sgd_steps_per_call
     self._published = published_steps  # global actor steps in the counter
-    self._save = save  # save(global actor steps): a checkpoint at that step
+    # save(global_steps, host_steps): a checkpoint at the global step the
+    # hosts decided on, recording this host's actor steps as they entered that
+    # decision (its counter runs on while it saves), so that the checkpoints'
+    # global count is the sum of theirs.
+    self._save = save
+    self._host_steps = 0  # this host's actor steps in the last exchange
     self._final_eval_wait_s = final_eval_wait_s
 
   def run(self) -> None:
@@ -103,7 +108,7 @@ class Lockstep:
           run.host_id == 0 and
           time.time() - last_save >= run.checkpoint_every_s))
       if decision.save:
-        self._save(decision.global_actor_steps)
+        self._save(decision.global_actor_steps, self._host_steps)
         last_save = time.time()
       if decision.stop != hosts.RUNNING:
         return decision
@@ -112,8 +117,9 @@ class Lockstep:
 
   def _exchange(self, *, save: bool) -> hosts.Decision:
     """One exchange of the hosts' rows; publishes the run's actor steps."""
+    self._host_steps = int(self._counter.get_counts().get('actor_steps', 0))
     row = hosts.make_row(
-        actor_steps=int(self._counter.get_counts().get('actor_steps', 0)),
+        actor_steps=self._host_steps,
         stop=hosts.stop_code(self._control.stop_reason()), save=save)
     decision = hosts.decide(hosts.exchange(row),
                             max_actor_steps=self._run.max_actor_steps)

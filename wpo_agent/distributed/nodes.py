@@ -180,11 +180,16 @@ class LearnerNode:
       checkpointing.restore_learner(self._checkpointer, self._learner,
                                     with_replay=with_replay)
 
-  def _save(self, step=None) -> None:
+  def _save(self, step=None, actor_steps=None) -> None:
+    """A checkpoint at `step` (default: the counter's actor steps), whose
+    metadata holds the counts, with this host's actor steps replaced by
+    `actor_steps` where given (lockstep: those the hosts' decision used)."""
     if self._node.run.checkpoint_replay:
       self._replay_client.checkpoint()  # first: never older than the learner's
     counts = self._counter.get_counts()
     meta = dict(counts, elapsed_s=self._node.elapsed())
+    if actor_steps is not None:
+      meta['actor_steps'] = actor_steps
     checkpointing.save_learner(
         self._checkpointer,
         int(counts.get('actor_steps', 0)) if step is None else step,
@@ -216,7 +221,8 @@ class LearnerNode:
           sgd_steps_per_call=node.config.sgd_steps_per_learner_step,
           published_steps=int(node.spec['initial_counts'].get(
               'global_actor_steps', 0)),
-          save=lambda step: self._save(step=step),
+          save=lambda step, host_steps: self._save(step=step,
+                                                   actor_steps=host_steps),
           final_eval_wait_s=_FINAL_EVAL_WAIT_S).run()
       return
     with node.control.node('learner'):
