@@ -23,6 +23,7 @@ import pytest
 
 from wpo_agent.distributed import netns
 
+import programs
 import replay_checkpoints
 import tiny
 
@@ -46,15 +47,7 @@ def _launch(workdir, max_steps, extra_env=None, backend='reverb'):
 
 def _run_processes(workdir):
   """Processes of the run: anything whose environment points at its logs."""
-  logs = os.path.join(os.path.abspath(workdir), 'logs')
-  found = []
-  for proc in psutil.process_iter():
-    try:
-      if proc.environ().get('LAUNCHPAD_LOGGING_DIR') == logs:
-        found.append(proc)
-    except (psutil.Error, OSError):
-      continue
-  return found
+  return programs.processes_logging_to(programs.logs_dir(workdir))
 
 
 def _progress(workdir):

@@ -13,9 +13,9 @@ import sys
 import time
 
 import portpicker
-import psutil
 import pytest
 
+import programs
 import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,16 +92,8 @@ def _progress(workdir):
 
 
 def _left_behind(workdir):
-  logs = [os.path.join(os.path.abspath(d), 'logs')
-          for d in (workdir, os.path.join(workdir, 'host_1'))]
-  found = []
-  for proc in psutil.process_iter():
-    try:
-      if proc.environ().get('LAUNCHPAD_LOGGING_DIR') in logs:
-        found.append(proc)
-    except (psutil.Error, OSError):
-      continue
-  return found
+  return programs.processes_logging_to(programs.logs_dir(workdir, 0),
+                                       programs.logs_dir(workdir, 1))
 
 
 @pytest.mark.slow
@@ -183,16 +175,9 @@ def test_killing_one_hosts_learner_stops_both(tmp_path):
 
 def _host_processes(workdir, host, launcher):
   """Host `host`'s launcher (if alive) and its program's processes."""
-  logs = os.path.join(os.path.abspath(workdir),
-                      *(['host_1'] if host == 1 else []), 'logs')
   found = [launcher] if launcher.poll() is None else []
-  for proc in psutil.process_iter():
-    try:
-      if proc.environ().get('LAUNCHPAD_LOGGING_DIR') == logs:
-        found.append(proc)
-    except (psutil.Error, OSError):
-      continue
-  return found
+  return found + programs.processes_logging_to(
+      programs.logs_dir(workdir, host))
 
 
 @pytest.mark.slow
