@@ -28,12 +28,17 @@ from wpo_agent import replay
 from wpo_agent import types
 from reference import acme_adder
 
+def spec(obs_dim: int, act_dim: int) -> specs.EnvironmentSpec:
+  """Flat float32 observations [obs_dim], actions in [-1, 1]^act_dim."""
+  return specs.EnvironmentSpec(
+      observations=specs.Array((obs_dim,), np.float32),
+      actions=specs.BoundedArray((act_dim,), np.float32, -1.0, 1.0),
+      rewards=specs.Array((), np.float32),
+      discounts=specs.BoundedArray((), np.float32, 0.0, 1.0))
+
+
 OBS_DIM, ACT_DIM = 3, 2
-SPEC = specs.EnvironmentSpec(
-    observations=specs.Array((OBS_DIM,), np.float32),
-    actions=specs.BoundedArray((ACT_DIM,), np.float32, -1.0, 1.0),
-    rewards=specs.Array((), np.float32),
-    discounts=specs.BoundedArray((), np.float32, 0.0, 1.0))
+SPEC = spec(OBS_DIM, ACT_DIM)
 NUM_STREAMS = 4
 
 

@@ -5,7 +5,6 @@ tests/nstep_adder.py (nstep_writer.TransitionWriter's, by hand and against a
 direct formula).
 """
 
-from acme import specs
 import dm_env
 import numpy as np
 import pytest
@@ -20,11 +19,7 @@ import nstep_adder
 import streams
 
 OBS_DIM, ACT_DIM = 2, 1
-SPEC = specs.EnvironmentSpec(
-    observations=specs.Array((OBS_DIM,), np.float32),
-    actions=specs.BoundedArray((ACT_DIM,), np.float32, -1.0, 1.0),
-    rewards=specs.Array((), np.float32),
-    discounts=specs.BoundedArray((), np.float32, 0.0, 1.0))
+SPEC = streams.spec(OBS_DIM, ACT_DIM)
 
 
 def _obs(t):
