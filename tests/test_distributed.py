@@ -77,9 +77,7 @@ def _replay_saved(workdir, backend):
   device replay's (one device here, so its filled slots)."""
   if backend == 'reverb':
     return replay_checkpoints.items_in_checkpoint(workdir)
-  from wpo_agent import checkpointing  # pylint: disable=g-import-not-at-top
-  meta = checkpointing.Checkpointer(workdir).latest_metadata()
-  return meta['device_replay_filled_per_shard']
+  return _checkpoint_meta(workdir)['device_replay_filled_per_shard']
 
 
 def _assert_isolated(workdir):
@@ -185,21 +183,27 @@ def test_actor_failure_stops_everything(tmp_path):
   assert not _run_processes(workdir)
 
 
-def _learning(workdir, proc, learner_steps=0):
-  """Waits until the learner steps beyond `learner_steps` (a resumed run's
-  counter starts at the checkpoint's)."""
+def _learning(workdir, proc, learner_steps):
+  """Waits until the learner steps beyond `learner_steps`, the checkpoint's
+  count: a resumed run's counter starts there, before its learner has
+  started (the progress written at the last stop can be older, so beyond it
+  is no sign of a learner)."""
   _wait_for(lambda: (
       _progress(workdir).get('learner_steps', 0) > learner_steps or
       proc.poll() is not None), 240, 'the learner to start stepping')
   assert proc.poll() is None, proc.communicate()[1][-3000:]
 
 
+def _checkpoint_meta(workdir):
+  from wpo_agent import checkpointing  # pylint: disable=g-import-not-at-top
+  return checkpointing.Checkpointer(workdir).latest_metadata()
+
+
 def _learner_saved(workdir, after_step):
   """The learner reported its checkpoint, newer than `after_step`."""
-  from wpo_agent import checkpointing  # pylint: disable=g-import-not-at-top
   with open(os.path.join(workdir, 'control', 'nodes', 'learner.json')) as f:
     assert json.load(f)['state'] == 'done'
-  meta = checkpointing.Checkpointer(workdir).latest_metadata()
+  meta = _checkpoint_meta(workdir)
   assert meta['actor_steps'] > after_step
   return meta
 
@@ -213,7 +217,7 @@ def test_stop_kills_resume_and_finish_on_the_device_backend(tmp_path):
   # kill -9 of the program: its launcher names it, after the learner saved.
   proc = _launch(workdir, 1_000_000, backend='device')
   try:
-    _learning(workdir, proc, stopped['learner_steps'])
+    _learning(workdir, proc, _checkpoint_meta(workdir)['learner_steps'])
     program, = [p for p in psutil.Process(proc.pid).children()
                 if 'wpo_agent.distributed.program' in p.cmdline()]
     program.kill()
