@@ -208,6 +208,79 @@ def test_cli_compares_two_suites_and_writes_the_report(tmp_path):
   assert os.path.exists(tmp_path / 'gaussian' / 'report' / 'profile.png')
 
 
+PUBLISHED = ('method,task,env_steps,return,spread,seeds,source\n'
+             'mpo,walker-walk,50000,100.0,20.0,10,s\n'
+             'mpo,walker-walk,100000,300.0,40.0,10,s\n'
+             'mpo,walker-walk,300000,800.0,30.0,10,s\n'
+             'dreamerv3,walker-walk,100000,500.0,10.0,5,s\n'
+             'ddpg,cheetah-run,100000,200.0,,1,s\n')
+
+
+def test_report_draws_and_lists_published_curves(tmp_path, monkeypatch):
+  drawn = []
+  plot = report_plots.plot_curves
+  monkeypatch.setattr(report_plots, 'plot_curves', lambda *a, **k: (
+      drawn.append((a[2], k['published'])), plot(*a, **k))[1])
+  suite = tmp_path / 'ours'
+  for seed in (0, 1):
+    write_run(suite, 'walker-walk', seed,
+              [(s, s / 200 + seed) for s in range(10000, 100001, 10000)])
+  curves = tmp_path / 'curves.csv'
+  curves.write_text(PUBLISHED)
+  baselines = tmp_path / 'b.csv'
+  baselines.write_text(
+      'algorithm,domain,task,actor_steps,return,source\n'
+      '"MPO (Acme, DreamerV3 repo scores)",walker,walk,100000,290,repo\n'
+      'SAC,walker,walk,50000,250,paper\n')
+  kw = dict(baselines_path=str(baselines), published_path=str(curves),
+            reps=REPS, seed=0)
+  # Default: the Acme family and DDPG; dreamerv3 is not among them.
+  text, written = report.write_report([str(suite)], str(tmp_path / 'out'),
+                                      **kw)
+  assert os.path.getsize(tmp_path / 'out' / 'curves.png') > 10000
+  # Drawn: the MPO curve; marked: SAC only (the MPO row is the curve's).
+  marked, curves_drawn = drawn[-1]
+  assert [b.algorithm for b in marked] == ['SAC']
+  assert [c.method for c in curves_drawn['walker-walk']] == ['mpo']
+  assert '## Published curves' in text
+  # Our last evaluation is 100k: 300k is beyond 110k, not drawn.
+  assert ('| walker-walk | MPO published | 10 | 50,000-300,000 | '
+          '50,000-100,000 (2 points) |') in text
+  assert 'DreamerV3 published' not in text
+  # The baseline row stays in the table.
+  assert '| walker-walk | MPO (Acme, DreamerV3 repo scores) | 100,000 |' in text
+  text, _ = report.write_report([str(suite)], str(tmp_path / 'all'),
+                                published=['dreamerv3', 'mpo'],
+                                published_range='all', **kw)
+  assert '50,000-300,000 (3 points)' in text
+  assert text.index('DreamerV3 published') < text.index('MPO published')
+  text, written = report.write_report([str(suite)], str(tmp_path / 'none'),
+                                      published=[], **kw)
+  assert 'Published curves' not in text
+  assert str(tmp_path / 'none' / 'curves.png') in written
+
+
+def test_plot_curves_draws_and_labels_published_curves(tmp_path):
+  suite = tmp_path / 'ours'
+  write_run(suite, 'walker-walk', 0, [(50000, 100), (100000, 200)])
+  methods = {'ours': results.load_suite(str(suite))}
+  curves = tmp_path / 'curves.csv'
+  curves.write_text(PUBLISHED)
+  drawn, _ = report.published_curves(methods, ['walker-walk'], ['mpo'],
+                                     str(curves))
+  sac = results.Baseline('SAC', 'walker-walk', 50000, 250.0, 'paper')
+  labels = report_plots.plot_curves(
+      methods, ['walker-walk'], [sac], str(tmp_path / 'c.png'), reps=REPS,
+      seed=0, published=drawn)
+  assert labels == {'walker-walk': [
+      'ours (1 seed)', 'MPO published (10 seeds, +-std)',
+      'SAC @ 50,000: 250']}
+  labels = report_plots.plot_curves(
+      methods, ['walker-walk'], [], str(tmp_path / 'c.png'), reps=REPS,
+      seed=0)
+  assert labels == {'walker-walk': ['ours (1 seed)']}
+
+
 @pytest.mark.parametrize('args, fragment', [
     (['missing'], 'missing: no such suite folder'),
     (['empty'], 'no <domain>-<task>/seed<N>/eval.csv'),
@@ -215,6 +288,10 @@ def test_cli_compares_two_suites_and_writes_the_report(tmp_path):
     (['suite', '--reps', '10'], '--reps=10: use at least 100'),
     (['suite', '--baselines', 'none.csv'], '--baselines none.csv: No such'),
     (['odd'], "eval.csv: no column 'eval_return_mean'"),
+    (['suite', '--published', 'mpo,sac'], "--published 'mpo,sac': unknown "
+     'method sac; choose from d4pg, ddpg, dmpo, dreamerv3, mpo, ppo_fixhp'),
+    (['suite', '--published_curves', 'none.csv'],
+     '--published_curves none.csv: No such'),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, fragment):
   os.makedirs(tmp_path / 'empty')

@@ -2,6 +2,7 @@ r"""Seed-aggregated results of suites, as Agarwal et al. (2021) report them.
 
   python -m wpo_agent.analysis.report SUITE_DIR [SUITE_DIR ...] [--out DIR] \
       [--steps 10000,50000,100000] [--baselines docs/baselines.csv] \
+      [--published default|all|none|mpo,d4pg,...] [--published_range ours|all] \
       [--reps 2000] [--seed 0]
 
 A suite folder is what `launch/run_suite.py` writes: SUITE_DIR/<domain>-<task>/
@@ -14,7 +15,12 @@ two suites run with different `--set`s compare side by side. Written to --out
   mean (IQM) of return / 1000 with stratified-bootstrap 95% CIs; published
   baselines beside ours at their own step counts.
 - curves.png: per task, the mean over seeds with its 95% bootstrap band, and
-  the baselines (a marker inside the plotted range, a dashed line beyond it).
+  the baselines (a marker inside the plotted range, a dashed line beyond it);
+  with --published (default: mpo,dmpo,d4pg,ddpg), the published curves of the
+  task (docs/published_curves.csv, `published`): mean and +-std band over
+  seeds, dashed, up to 10% past our last evaluation of the task
+  (--published_range=all: in full). The baselines.csv rows those curves came
+  from are in the table, not marked in the figure.
 - profile.png: performance profiles (fraction of runs with return / 1000 > tau)
   with 95% CIs at the last step every method reached.
 
@@ -34,6 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from wpo_agent.analysis import published as published_lib
 from wpo_agent.analysis import results
 from wpo_agent.analysis import stats
 from wpo_agent.analysis.results import FINAL, Baseline, Step, SuiteData
@@ -186,14 +193,71 @@ def default_steps(methods: Dict[str, SuiteData]) -> List[int]:
   return sorted({evals[int(i)] for i in picks})
 
 
+def last_step(methods: Dict[str, SuiteData], task: str) -> Optional[float]:
+  """The largest evaluation step of any run of `task`; None without one."""
+  found = [s for data in methods.values() for c in data.get(task, {}).values()
+           for s in c['actor_steps'] if np.isfinite(s)]
+  return max(found) if found else None
+
+
+def published_curves(methods: Dict[str, SuiteData], tasks: Sequence[str],
+                     names: Sequence[str], path: Optional[str] = None,
+                     x_range: str = 'ours'
+                     ) -> Tuple[Dict[str, List[published_lib.Curve]], str]:
+  """The published curves of `names` on `tasks` as drawn ({task: [Curve]},
+  clipped to our runs' range unless x_range 'all'), and report.md's section
+  listing them ('' without `names`)."""
+  if x_range not in ('ours', 'all'):
+    raise ReportError(f'--published_range {x_range!r}: expected ours or all')
+  if not names:
+    return {}, ''
+  found = published_lib.read_curves(path or published_lib.CURVES_CSV, names,
+                                    tasks)
+  drawn: Dict[str, List[published_lib.Curve]] = {}
+  lines = ['| task | published | seeds | its steps | drawn here |',
+           '|---|---|---:|---|---|']
+  for task in tasks:
+    limit = last_step(methods, task) if x_range == 'ours' else None
+    for full in found.get(task, []):
+      c = published_lib.clip(full, limit)
+      if len(c.steps):
+        drawn.setdefault(task, []).append(c)
+        shown = (f'{c.steps[0]:,.0f}-{c.steps[-1]:,.0f} '
+                 f'({len(c.steps)} points)')
+      else:
+        shown = f'none (first at {full.steps[0]:,.0f})'
+      lines.append(f'| {task} | {c.label} | {int(full.seeds.max())} | '
+                   f'{full.steps[0]:,.0f}-{full.steps[-1]:,.0f} | {shown} |')
+  missing = [t for t in tasks if t not in found]
+  text = '\n\n'.join(
+      ['## Published curves (curves.png: dashed, mean +- std over seeds)',
+       'Learning curves stored in the DreamerV3 repository (github.com/'
+       f'danijar/dreamerv3) for {", ".join(names)}: not our runs. From '
+       'docs/published_curves.csv (sources, binning and caveats: '
+       'wpo_agent/analysis/published.py; their returns at fixed steps are in '
+       'the baselines table). Their x is the source\'s env steps: '
+       'environment steps for DreamerV3; for the others the unit is inferred, '
+       'not stated. Drawn ' + ('up to 10% past our last evaluation of each '
+                               'task.' if x_range == 'ours' else 'in full.')]
+      + ([f'No published curve of these methods for: {", ".join(missing)}.']
+         if missing else [])
+      + (['\n'.join(lines)] if len(lines) > 2 else []))
+  return drawn, text
+
+
 def write_report(suite_dirs: Sequence[str], out_dir: str, *,
                  steps: Optional[Sequence[int]] = None,
-                 baselines_path: Optional[str] = None, reps: int = 2000,
+                 baselines_path: Optional[str] = None,
+                 published: Sequence[str] = published_lib.DEFAULT,
+                 published_path: Optional[str] = None,
+                 published_range: str = 'ours', reps: int = 2000,
                  seed: int = 0) -> Tuple[str, List[str]]:
   """Writes report.md, curves.png and profile.png.
 
-  Returns report.md's text and the paths written. No profile.png without a
-  step that every task of every method reached.
+  `published`: the methods (published.METHODS) whose curves curves.png draws,
+  read from `published_path` (default docs/published_curves.csv); none if
+  empty. Returns report.md's text and the paths written. No profile.png
+  without a step that every task of every method reached.
   """
   methods = {name: results.load_suite(d)
              for name, d in zip(method_names(suite_dirs), suite_dirs)}
@@ -201,6 +265,8 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
   steps = sorted(steps or default_steps(methods)) + [FINAL]
   baselines = [b for b in (read_baselines(baselines_path)
                            if baselines_path else []) if b.task in tasks]
+  curves, curves_text = published_curves(methods, tasks, published,
+                                         published_path, published_range)
   kw = dict(reps=reps, seed=seed)
   parts = [
       f'# Report: {", ".join(methods)}',
@@ -217,9 +283,13 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
   if baselines:
     parts += ['## Published baselines (docs/baselines.csv: sources there)',
               baseline_table(methods, baselines, **kw)]
+  if curves_text:
+    parts.append(curves_text)
   os.makedirs(out_dir, exist_ok=True)
-  figures, notes = _write_figures(methods, suite_dirs, tasks, steps, baselines,
-                                  out_dir, **kw)
+  # Rows the published curves came from: drawn as curves (if asked), not marks.
+  marked = [b for b in baselines if b.algorithm not in published_lib.ALGORITHMS]
+  figures, notes = _write_figures(methods, suite_dirs, tasks, steps, marked,
+                                  curves, out_dir, **kw)
   text = '\n\n'.join(parts + notes) + '\n'
   path = os.path.join(out_dir, 'report.md')
   with open(path, 'w') as f:
@@ -227,8 +297,9 @@ def write_report(suite_dirs: Sequence[str], out_dir: str, *,
   return text, [path] + figures
 
 
-def _write_figures(methods, suite_dirs, tasks, steps, baselines, out_dir, *,
-                   reps: int, seed: int) -> Tuple[List[str], List[str]]:
+def _write_figures(methods, suite_dirs, tasks, steps, baselines, curves,
+                   out_dir, *, reps: int,
+                   seed: int) -> Tuple[List[str], List[str]]:
   """Writes curves.png, and components.png and profile.png where they apply;
   returns their paths and report.md's paragraphs about them."""
   # pylint: disable-next=g-import-not-at-top
@@ -236,7 +307,8 @@ def _write_figures(methods, suite_dirs, tasks, steps, baselines, out_dir, *,
   kw = dict(reps=reps, seed=seed)
   written = [os.path.join(out_dir, 'curves.png')]
   notes = []
-  report_plots.plot_curves(methods, tasks, baselines, written[0], **kw)
+  report_plots.plot_curves(methods, tasks, baselines, written[0],
+                           published=curves, **kw)
   profile_step = _last_common_step(methods, tasks, steps)
   profile_path = os.path.join(out_dir, 'profile.png')
   components_path = os.path.join(out_dir, 'components.png')
@@ -293,6 +365,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       'tables (default: 5 evaluation steps up to the last)')
   parser.add_argument('--baselines', help='CSV of published returns, e.g. '
                       'docs/baselines.csv')
+  parser.add_argument(
+      '--published', default='default',
+      help='published curves drawn beside ours in curves.png: default '
+      f'({",".join(published_lib.DEFAULT)}), all, none, or comma-separated of '
+      f'{",".join(sorted(published_lib.METHODS))}')
+  parser.add_argument('--published_curves', help='their CSV (default: the '
+                      "repository's docs/published_curves.csv)")
+  parser.add_argument('--published_range', default='ours',
+                      help='ours: draw them up to 10%% past our last '
+                      'evaluation of the task (default); all: in full')
   parser.add_argument('--reps', type=int, default=2000,
                       help='bootstrap resamples')
   parser.add_argument('--seed', type=int, default=0, help='bootstrap seed')
@@ -304,10 +386,14 @@ def _report(args: argparse.Namespace) -> None:
   if args.reps < 100:
     raise ReportError(f'--reps={args.reps}: use at least 100 resamples')
   steps = results.parse_steps(args.steps, '--steps') if args.steps else None
+  published = published_lib.parse_methods(args.published)
   out = args.out or (os.path.join(args.suite_dirs[0], 'report')
                      if len(args.suite_dirs) == 1 else 'report')
   text, written = write_report(args.suite_dirs, out, steps=steps,
                                baselines_path=args.baselines,
+                               published=published,
+                               published_path=args.published_curves,
+                               published_range=args.published_range,
                                reps=args.reps, seed=args.seed)
   print(text)
   print('wrote ' + ', '.join(written))

@@ -1,4 +1,5 @@
-"""The report's figures: per-task curves with bootstrap bands, and profiles.
+"""The report's figures: per-task curves with bootstrap bands (and the
+published curves beside them), and profiles.
 
 Split from `report` so that its tables can be read without matplotlib; the
 statistics are still rliable's. Runs are read, and their return at a step
@@ -10,10 +11,16 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from wpo_agent.analysis import published as published_lib
 from wpo_agent.analysis import results
 from wpo_agent.analysis import stats
 
 TAUS = np.linspace(0.0, 1.0, 101)  # thresholds on return / 1000
+# Published curves (dashed): one colour per method in every panel, from
+# Dark2 without its orange (tab10's second, one of ours).
+PUBLISHED_COLORS = {'mpo': '#1b9e77', 'dmpo': '#7570b3', 'd4pg': '#e7298a',
+                    'ddpg': '#a6761d', 'dreamerv3': '#66a61e',
+                    'ppo_fixhp': '#666666'}
 
 
 def curve(runs: Dict[int, results.Columns], *, reps: int, seed: int
@@ -39,7 +46,12 @@ def curve(runs: Dict[int, results.Columns], *, reps: int, seed: int
 
 def plot_curves(methods: Dict[str, results.SuiteData], tasks: Sequence[str],
                 baselines: Sequence[results.Baseline], path: str, *, reps: int,
-                seed: int) -> None:
+                seed: int,
+                published: Optional[Dict[str, List[published_lib.Curve]]] = None
+                ) -> Dict[str, List[str]]:
+  """Per task: our methods' curves, the `published` curves of the task (as
+  given: report.published_curves clips them), the baselines. Returns each
+  task's legend labels."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -49,6 +61,7 @@ def plot_curves(methods: Dict[str, results.SuiteData], tasks: Sequence[str],
   fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows),
                            dpi=100, squeeze=False)
   colors = plt.get_cmap('tab10').colors
+  labels: Dict[str, List[str]] = {}
   for ax, task in zip(axes.flat, tasks):
     for i, (name, data) in enumerate(methods.items()):
       runs = data.get(task)
@@ -60,6 +73,8 @@ def plot_curves(methods: Dict[str, results.SuiteData], tasks: Sequence[str],
               label=f'{name} ({len(runs)} seed{"s" * (len(runs) > 1)})')
       ax.fill_between(c['steps'], c['low'], c['high'], color=colors[i % 10],
                       alpha=0.2, linewidth=0)
+    for c in (published or {}).get(task, []):
+      _draw_published(ax, c)
     _mark_baselines(ax, [b for b in baselines if b.task == task])
     ax.set_ylim(0, max(ax.get_ylim()[1], 10))  # returns are in [0, 1000]
     ax.set_title(task)
@@ -68,12 +83,26 @@ def plot_curves(methods: Dict[str, results.SuiteData], tasks: Sequence[str],
     ax.grid(True, alpha=0.3)
     ax.ticklabel_format(axis='x', style='sci', scilimits=(0, 4))
     ax.legend(loc='best', fontsize='x-small')
+    labels[task] = ax.get_legend_handles_labels()[1]
   for ax in list(axes.flat)[len(tasks):]:
     ax.axis('off')
-  fig.suptitle('Mean over seeds, 95% bootstrap CI (rliable)')
+  fig.suptitle('Mean over seeds, 95% bootstrap CI (rliable)' +
+               ('; published (dashed): mean +- std over seeds'
+                if any((published or {}).get(t) for t in tasks) else ''))
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
+  return labels
+
+
+def _draw_published(ax, c: published_lib.Curve) -> None:
+  """A published curve: dashed mean, its +-std band (where > 1 seed)."""
+  color = PUBLISHED_COLORS.get(c.method, 'black')
+  ax.plot(c.steps, c.mean, color=color, linestyle='--', linewidth=1.2,
+          marker='.' if len(c.steps) < 30 else None, markersize=4,
+          label=f'{c.label} ({int(c.seeds.max())} seeds, +-std)')
+  ax.fill_between(c.steps, c.mean - c.spread, c.mean + c.spread, color=color,
+                  alpha=0.12, linewidth=0)
 
 
 def _mark_baselines(ax, baselines: Sequence[results.Baseline]) -> None:
