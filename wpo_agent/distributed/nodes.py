@@ -1,23 +1,20 @@
-"""The bodies of the distributed program's nodes (no Launchpad import here).
+"""The bodies of the program's heavy nodes: replay, learner, actors, evaluator
+(no Launchpad import here; the counter and step limiter: bookkeeping.py).
 
 Each node receives the launch `spec` (a JSON-able dict written by
 `supervisor.make_spec`: run options, config and where the run resumes from)
 and handles to the nodes it talks to: a reverb.Client for replay, courier
 clients for the learner (get_variables) and the counter (increment /
 get_counts). Every part comes from the same `Builder` the single-process
-runner uses; with several hosts the learner's loop is `lockstep.Lockstep`. Every node reports its state through
-`control.Control` and polls its STOP file.
-
-Every process of the program holds the workdir while it lives, and stops the
-run when its parent dies (`watch_launcher`, `join_program`; lifetime.py).
+runner uses; with several hosts the learner's loop is `lockstep.Lockstep`.
+Every node reports its state through `control.Control`, polls its STOP file,
+and watches the program (`bookkeeping.join_program`).
 """
 
-import contextlib
-import functools
 import os
 import threading
 import time
-from typing import Any, Dict, Iterator
+from typing import Any, ContextManager, Dict
 
 from acme.utils import counting
 
@@ -25,9 +22,9 @@ from wpo_agent import builder as builder_lib
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
-from wpo_agent import lifetime
 from wpo_agent import nstep_writer
 from wpo_agent import runs
+from wpo_agent.distributed import bookkeeping
 from wpo_agent.distributed import control as control_lib
 from wpo_agent.distributed import hosts
 from wpo_agent.distributed import lockstep
@@ -37,57 +34,17 @@ _COUNT_EVERY = 100  # actor steps between counter increments / STOP checks
 # The learner serves the evaluator's final parameters for at most this long
 # after its own checkpoint, before it exits.
 _FINAL_EVAL_WAIT_S = 60.0
-_TELL_HOSTS_S = 60.0
 _PUSH_COUNTS_S = 0.25  # how often an actor adds its steps to the counter
 # Fault injection for the lifetime tests: WPO_FAULT_INJECT=actor_1@200 makes
 # actor 1 raise after 200 of its steps.
 _FAULT_ENV = 'WPO_FAULT_INJECT'
-# The program's pid, which its node processes inherit (`watch_launcher`).
-_PROGRAM_PID_ENV = 'WPO_PROGRAM_PID'
-# How long a process whose parent died waits for the learner's checkpoint
-# (the replay and the counter serve it) before it exits.
-_ORPHAN_SAVE_TIMEOUT_S = 90.0
-
-
-def watch_launcher(spec: Spec) -> None:
-  """In the program process: holds the workdir, and if the launcher (the
-  supervisor, `spec['launcher_pid']`) dies, stops the run with a checkpoint
-  and ends every node of this host."""
-  os.environ[_PROGRAM_PID_ENV] = str(os.getpid())  # before any node starts
-  lifetime.hold_workdir(spec['run']['workdir'])
-  lifetime.watch_parent(int(spec['launcher_pid']),
-                        functools.partial(_parent_lost, spec, 'launcher'))
-
-
-def join_program(spec: Spec) -> None:
-  """In a node process: holds the workdir, and if the program dies (and so
-  possibly the launcher: nobody would stop this node), stops the run with a
-  checkpoint and exits. Nodes that are threads of the program (local_mt)
-  share its watch."""
-  lifetime.hold_workdir(spec['run']['workdir'])
-  program = int(os.environ.get(_PROGRAM_PID_ENV, os.getpid()))
-  if program != os.getpid():
-    lifetime.watch_parent(program,
-                          functools.partial(_parent_lost, spec, 'program'))
-
-
-def _parent_lost(spec: Spec, parent: str, pid: int) -> None:
-  # "failed": with several hosts the others stop non-zero (hosts.stop_code).
-  control = control_lib.Control(spec['run']['workdir'])
-  control.request_stop(f'the {parent} (pid {pid}) failed: it died while the '
-                       'run was running')
-  control.wait_until_ended('learner', _ORPHAN_SAVE_TIMEOUT_S)
-  if parent == 'launcher':  # this is the program, its session's leader
-    sid = os.getsid(0)
-    lifetime.end_processes(lifetime.session_processes(sid), sid=sid)
-  os._exit(1)  # pylint: disable=protected-access
 
 
 class _Node:
   """What every node derives from the spec."""
 
   def __init__(self, spec: Spec):
-    join_program(spec)
+    bookkeeping.join_program(spec)
     self.spec = spec
     self.run = runs.RunOptions(**spec['run'])
     self.config = config_lib.WPOConfig(**spec['config'])
@@ -101,18 +58,8 @@ class _Node:
     self.start_run_steps = int(spec.get('start_global_actor_steps',
                                         self.start_actor_steps))
 
-  @contextlib.contextmanager
-  def reporting(self, name: str) -> Iterator[None]:
-    """`control.node(name)`; with several hosts a failure first waits (at
-    most _TELL_HOSTS_S) for this host's learner to pass it on to the other
-    hosts, since Launchpad ends every process once one exits non-zero."""
-    try:
-      with self.control.node(name):
-        yield
-    except Exception:
-      if self.run.num_hosts > 1:
-        self.control.wait_until_ended('learner', _TELL_HOSTS_S)
-      raise
+  def reporting(self, name: str) -> ContextManager[None]:
+    return bookkeeping.reporting(self.control, name, self.run.num_hosts)
 
   def elapsed(self) -> float:
     """Run wall time, continued across resumes."""
@@ -131,15 +78,6 @@ def make_replay_tables(spec: Spec):
   return [_Node(spec).builder.replay_table()]
 
 
-def make_counter(spec: Spec) -> counting.Counter:
-  """Counter node, seeded with the counts of the checkpoint being resumed."""
-  join_program(spec)
-  counter = counting.Counter()
-  if spec['initial_counts']:
-    counter.increment(**spec['initial_counts'])
-  return counter
-
-
 class LearnerNode:
   """Courier node: serves get_variables to actors and runs the SGD loop.
 
@@ -149,7 +87,8 @@ class LearnerNode:
   """
 
   def __init__(self, replay_client, counter, spec: Spec):
-    join_program(spec)  # before hosts.join, which may wait for the others
+    # Before hosts.join, which may wait for the others.
+    bookkeeping.join_program(spec)
     run = runs.RunOptions(**spec['run'])
     if run.num_hosts > 1:  # before anything else in this process uses JAX
       hosts.join(coordinator_address=run.coordinator_address,
@@ -288,22 +227,3 @@ def run_evaluator(learner, counter, spec: Spec) -> None:
         time.sleep(0.5)
     if node.control.reached_step_limit():
       evaluator.finish(**counts())
-
-
-def run_step_limiter(counter, spec: Spec) -> None:
-  """Ends the program at max_actor_steps; publishes counts for the supervisor.
-
-  With several hosts the learners end the run together (hosts.py): this
-  only publishes the counts.
-  """
-  node = _Node(spec)
-  control = node.control
-  with node.reporting('step_limiter'):
-    limit = node.run.max_actor_steps
-    while not control.stop_requested():
-      counts = counter.get_counts()
-      control.write_progress(counts)
-      if node.run.num_hosts == 1 and counts.get('actor_steps', 0) >= limit:
-        control.request_step_limit_stop(limit)
-        break
-      time.sleep(0.2)

@@ -6,7 +6,8 @@
 
 Run as `python -m wpo_agent.distributed.program SPEC.json`: the supervisor
 (`supervisor.py`) starts this in its own session and owns its lifetime; if the
-supervisor dies, this process stops the run itself (`nodes.watch_launcher`).
+supervisor dies, this process stops the run itself
+(`bookkeeping.watch_launcher`).
 """
 
 import functools
@@ -18,6 +19,7 @@ from launchpad.nodes.python import local_multi_processing
 
 from wpo_agent import replay as replay_lib
 from wpo_agent import runs
+from wpo_agent.distributed import bookkeeping
 from wpo_agent.distributed import nodes
 
 # Actors and the evaluator run their small policy on the CPU; one XLA thread
@@ -43,7 +45,7 @@ def build_program(spec: nodes.Spec) -> lp.Program:
             if run.checkpoint_replay else None)))
   with program.group('counter'):
     counter = program.add_node(lp.CourierNode(
-        nodes.make_counter, spec))
+        bookkeeping.make_counter, spec))
   with program.group('learner'):
     learner = program.add_node(lp.CourierNode(
         nodes.LearnerNode, replay, counter, spec))
@@ -55,7 +57,7 @@ def build_program(spec: nodes.Spec) -> lp.Program:
     with program.group('evaluator'):
       program.add_node(lp.PyNode(nodes.run_evaluator, learner, counter, spec))
   with program.group('step_limiter'):
-    program.add_node(lp.PyNode(nodes.run_step_limiter, counter, spec))
+    program.add_node(lp.PyNode(bookkeeping.run_step_limiter, counter, spec))
   return program
 
 
@@ -77,7 +79,7 @@ def launch(spec: nodes.Spec) -> None:
 def main(argv) -> None:
   with open(argv[1]) as f:
     spec = json.load(f)
-  nodes.watch_launcher(spec)
+  bookkeeping.watch_launcher(spec)
   launch(spec)
 
 
