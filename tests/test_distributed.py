@@ -183,14 +183,17 @@ def test_actor_failure_stops_everything(tmp_path):
   assert not _run_processes(workdir)
 
 
-def _learning(workdir, proc, learner_steps):
-  """Waits until the learner steps beyond `learner_steps`, the checkpoint's
-  count: a resumed run's counter starts there, before its learner has
-  started (the progress written at the last stop can be older, so beyond it
-  is no sign of a learner)."""
+def _learning(workdir, proc, checkpoint):
+  """Waits until the learner and the actors step beyond the `checkpoint`
+  metadata's counts. A resumed run's counter starts there, before its
+  learner has started (the progress written at the last stop can be older,
+  so beyond that is no sign of a learner); a checkpoint is keyed by actor
+  steps, and one at the same step is not saved again."""
   _wait_for(lambda: (
-      _progress(workdir).get('learner_steps', 0) > learner_steps or
-      proc.poll() is not None), 240, 'the learner to start stepping')
+      (_progress(workdir).get('learner_steps', 0) > checkpoint['learner_steps']
+       and _progress(workdir).get('actor_steps', 0) >
+       checkpoint['actor_steps']) or proc.poll() is not None), 240,
+            'the learner to start stepping')
   assert proc.poll() is None, proc.communicate()[1][-3000:]
 
 
@@ -199,12 +202,14 @@ def _checkpoint_meta(workdir):
   return checkpointing.Checkpointer(workdir).latest_metadata()
 
 
-def _learner_saved(workdir, after_step):
-  """The learner reported its checkpoint, newer than `after_step`."""
+def _learner_saved(workdir, previous):
+  """The learner reported its checkpoint, newer than the `previous` one's
+  metadata (it had resumed and stepped)."""
   with open(os.path.join(workdir, 'control', 'nodes', 'learner.json')) as f:
     assert json.load(f)['state'] == 'done'
   meta = _checkpoint_meta(workdir)
-  assert meta['actor_steps'] > after_step
+  assert meta['learner_steps'] > previous['learner_steps']
+  assert meta['actor_steps'] > previous['actor_steps']
   return meta
 
 
@@ -212,12 +217,13 @@ def test_stop_kills_resume_and_finish_on_the_device_backend(tmp_path):
   """One run through SIGINT, kill -9 of its program, kill -9 of its
   launcher, each resumed by the same command, then to its limit."""
   workdir = str(tmp_path / 'run')
-  stopped, saved = _sigint_stops_and_saves(workdir, 'device')
+  _, saved = _sigint_stops_and_saves(workdir, 'device')
+  stopped = _checkpoint_meta(workdir)
 
   # kill -9 of the program: its launcher names it, after the learner saved.
   proc = _launch(workdir, 1_000_000, backend='device')
   try:
-    _learning(workdir, proc, _checkpoint_meta(workdir)['learner_steps'])
+    _learning(workdir, proc, stopped)
     program, = [p for p in psutil.Process(proc.pid).children()
                 if 'wpo_agent.distributed.program' in p.cmdline()]
     program.kill()
@@ -232,13 +238,13 @@ def test_stop_kills_resume_and_finish_on_the_device_backend(tmp_path):
           'wpo_agent.distributed.program) failed: it was killed by SIGKILL'
           in err)
   assert not _run_processes(workdir)
-  first = _learner_saved(workdir, int(stopped['actor_steps']))
+  first = _learner_saved(workdir, stopped)
 
   # The same command resumes; a second run on the workdir meanwhile is
   # refused; kill -9 of the launcher stops the program and every node.
   proc = _launch(workdir, 1_000_000, backend='device')
   try:
-    _learning(workdir, proc, first['learner_steps'])
+    _learning(workdir, proc, first)
     holders = {proc.pid} | {p.pid for p in _run_processes(workdir)}
     second = _launch(workdir, 1_000_000, backend='device')
     out, err = second.communicate(timeout=120)
@@ -257,7 +263,6 @@ def test_stop_kills_resume_and_finish_on_the_device_backend(tmp_path):
       proc.kill()
   with open(os.path.join(workdir, 'control', 'STOP')) as f:
     assert f.read().startswith(f'the launcher (pid {proc.pid}) failed')
-  second = _learner_saved(workdir, first['actor_steps'])
-  assert second['learner_steps'] > first['learner_steps']  # it had resumed
+  second = _learner_saved(workdir, first)
 
   _resumes_and_finishes(workdir, 'device', second, saved)
