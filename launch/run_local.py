@@ -61,6 +61,10 @@ flags.DEFINE_integer('num_actors', _RUN.num_actors,
 flags.DEFINE_integer('envs_per_actor', _RUN.envs_per_actor, 'Environments '
                      'each actor process steps together, one policy call '
                      'per round (also the single-process actor).')
+flags.DEFINE_bool('stagger_starts', _RUN.stagger_starts, 'Cut each '
+                  'environment\'s first episode at a different length (as a '
+                  'time limit), spreading the actors\' environments over one '
+                  'episode; --nostagger_starts starts them all together.')
 flags.DEFINE_enum('lp_launch_type', _RUN.lp_launch_type, runs.LAUNCH_TYPES,
                   'Launchpad launch type (distributed mode).')
 flags.DEFINE_float('progress_every', _RUN.progress_every_s,
@@ -100,7 +104,7 @@ def run_options() -> runs.RunOptions:
       checkpoint_replay=FLAGS.checkpoint_replay,
       single_process=FLAGS.single_process, num_actors=FLAGS.num_actors,
       envs_per_actor=FLAGS.envs_per_actor,
-      lp_launch_type=FLAGS.lp_launch_type,
+      stagger_starts=FLAGS.stagger_starts, lp_launch_type=FLAGS.lp_launch_type,
       isolate_network=FLAGS.isolate_network, **_host_options())
   workdir = FLAGS.workdir or os.path.join(
       'runs', f'{run.domain}-{run.task}-seed{run.seed}')

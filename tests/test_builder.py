@@ -40,3 +40,21 @@ def test_builder_gives_environment_e_of_actor_a_the_seeds_of_actor_a_e():
   np.testing.assert_array_equal(
       np.asarray(loop._actor._keys),  # pylint: disable=protected-access
       np.stack([np.asarray(jax.random.PRNGKey(p)) for _, p in seeds]))
+
+
+@pytest.mark.parametrize('run_kwargs, actor_index, cuts', [
+    # Actor a's environment e is number e * A + a of A * E = 4, spread over
+    # cartpole's 1000-step episode.
+    (dict(num_actors=2), 0, [0, 500]),
+    (dict(num_actors=2), 1, [250, 750]),
+    (dict(num_actors=2, single_process=True), 0, [0, 500]),  # one actor
+    (dict(num_actors=2, stagger_starts=False), 1, [0, 0]),
+])
+def test_actor_loops_stagger_first_episodes_over_the_run(run_kwargs,
+                                                         actor_index, cuts):
+  from wpo_agent import builder as builder_lib  # pylint: disable=g-import-not-at-top
+  run = runs.RunOptions(domain='cartpole', envs_per_actor=2, **run_kwargs)
+  loop = builder_lib.Builder(config_lib.make_config('small'), run).actor_loop(
+      acting.StaticVariableSource(), actor_index=actor_index,
+      start_actor_steps=0, writer=None)
+  assert list(loop._cuts) == cuts  # pylint: disable=protected-access

@@ -209,3 +209,16 @@ def test_fused_action_mapping_is_bitwise_acme_on_odd_bounds():
   # The toy observation is concatenated in sorted key order: 'a' then 'b'.
   np.testing.assert_array_equal(fused.step(np.zeros(6)).observation,
                                 np.array([2.0, 1.0, 1.0], np.float32))
+
+
+def test_episode_length_of_suite_tasks():
+  assert environments.episode_length(
+      environments.make_environment('cartpole', 'swingup', seed=0)) == 1000
+  assert environments.episode_length(  # no time limit
+      environments.make_environment('lqr', 'lqr_2_1', seed=0)) is None
+
+
+def test_staggered_first_episodes_spread_over_one_episode():
+  assert [environments.staggered_first_episodes(1000, index=i, count=8)
+          for i in range(8)] == [0, 125, 250, 375, 500, 625, 750, 875]
+  assert environments.staggered_first_episodes(None, index=3, count=8) == 0

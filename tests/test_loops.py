@@ -7,6 +7,7 @@ the counts, the returns and the n-step tails right.
 
 import dm_env
 import numpy as np
+import pytest
 import reverb
 
 from wpo_agent import acting
@@ -130,3 +131,35 @@ def test_episodes_ending_mid_round_keep_counts_returns_and_tails():
   # Stream 2: three one-step episodes, each one transition s_0 -> s_1.
   assert [(o, n, r) for s, o, n, r, _ in rows if s == 2][:3] == [
       (0, 1, 1), (0, 1, 1), (0, 1, 1)]
+
+
+def test_a_cut_first_episode_ends_as_a_time_limit_and_is_not_counted():
+  """first_cuts=[0, 3]: environment 1's first episode (of 10) ends after 3
+  steps, bootstrapped (discount 1, not the 0 of a termination), and is
+  reset; its next episode runs to its end; environment 0 is not cut."""
+  envs = [_CountdownEnv([10, 50]), _CountdownEnv([10, 4, 50])]
+  recorder = streams.Recorder(n_step=2, discount=1.0, num_streams=2)
+  sent = []
+  recorder.add = lambda **arrays: sent.append(recorder.streams.add(**arrays))
+  loop = loops.ActorLoop(envs, _ZeroActor(), recorder, first_cuts=[0, 3])
+  for _ in range(10):
+    loop.step()
+  rows = [(int(s), float(o[0]), float(n[0]), float(d))
+          for t in sent for s, o, n, d in zip(
+              t.stream, t.batch.observation, t.batch.next_observation,
+              t.batch.discount)]
+  of_1 = [r[1:] for r in rows if r[0] == 1]
+  # Cut after 3: s_0->s_1, s_0->s_2, s_1->s_3 and the tail s_2->s_3, all
+  # bootstrapped; then the episode of 4 from a fresh reset, terminal at 4.
+  assert of_1[:4] == [(0, 1, 1), (0, 2, 1), (1, 3, 1), (2, 3, 1)]
+  assert of_1[4:9] == [(0, 1, 1), (0, 2, 1), (1, 3, 1), (2, 4, 0), (3, 4, 0)]
+  # Environment 0's episode of 10 ended (terminal) in round 10, uncut; only
+  # the two uncut episodes count.
+  assert [r[1:] for r in rows if r[0] == 0][-1] == (9, 10, 0)
+  assert loop.episodes == 2
+  assert list(loop.returns) == [10.0, 55.0]
+
+
+def test_first_cuts_must_be_one_count_per_environment():
+  with pytest.raises(ValueError, match='one step count >= 0 per environment'):
+    loops.ActorLoop([_CountdownEnv([5])], _ZeroActor(), first_cuts=[1, 2])

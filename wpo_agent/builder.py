@@ -182,8 +182,22 @@ class Builder:
         acting.VariableClient(source, 'policy',
                               self.config.variable_update_period),
         seeds=[policy for _, policy in seeds])
-    return loops.ActorLoop([self.environment(env) for env, _ in seeds], actor,
-                           writer)
+    envs = [self.environment(env) for env, _ in seeds]
+    return loops.ActorLoop(envs, actor, writer,
+                           first_cuts=self._first_cuts(envs[0], actor_index))
+
+  def _first_cuts(self, env, actor_index: int):
+    """[E] first-episode cuts spreading the run's num_actors x E environments
+    evenly over one episode (ActorLoop); none without stagger_starts."""
+    if not self.run.stagger_starts:
+      return None
+    num = self.run.envs_per_actor
+    actors = 1 if self.run.single_process else self.run.num_actors
+    length = environments.episode_length(env)
+    # Actor a's environment e is number e * A + a of the A * E.
+    return [environments.staggered_first_episodes(
+        length, index=e * actors + actor_index, count=num * actors)
+            for e in range(num)]
 
   def evaluator(self, source: core.VariableSource, *,
                 start_actor_steps: int) -> loops.Evaluator:

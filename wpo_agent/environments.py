@@ -228,6 +228,28 @@ def make_environment(domain: str, task: Optional[str], *,
                                         task_kwargs={'random': seed}))
 
 
+def episode_length(env: dm_env.Environment) -> Optional[int]:
+  """Agent steps in a full episode of a suite environment (its time limit
+  over its control timestep: 1000 for most tasks); None where unlimited.
+
+  dm_control has no public accessor for it: this reads the suite
+  Environment's `_step_limit` (through the wrapper), None if absent.
+  """
+  limit = getattr(env, '_step_limit', None)
+  return int(limit) if limit is not None and np.isfinite(limit) else None
+
+
+def staggered_first_episodes(length: Optional[int], *, index: int,
+                             count: int) -> int:
+  """Where environment `index` of `count` cuts its first episode: at
+  index / count of `length`, so that `count` environments started together
+  spread their episodes evenly over one episode's length. 0 (no cut) for
+  index 0 or an unlimited episode."""
+  if not length:
+    return 0
+  return (index * length) // count
+
+
 def environment_spec(env: dm_env.Environment) -> specs.EnvironmentSpec:
   """acme EnvironmentSpec (observations, actions, rewards, discounts)."""
   return specs.make_environment_spec(env)

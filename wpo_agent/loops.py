@@ -40,11 +40,19 @@ class ActorLoop:
   after every E environment steps whether to learn, log, checkpoint or stop.
   Each environment keeps its own episode: one ending mid-round leaves the
   others untouched. Unfinished episodes are simply left open.
+
+  `first_cuts` [E] (0: none) ends environment e's first episode after that
+  many steps as a time limit does (the last transition keeps its discount,
+  so the critic bootstraps there): environments started together would
+  otherwise stay in step, and the replay's first episodes would hold only
+  the same early phase of an episode (BUILD_NOTES.md, "Decorrelated
+  starts"). A cut episode counts in neither `episodes` nor `returns`.
   """
 
   def __init__(self, environments: Sequence[dm_env.Environment],
                actor: acting.VectorActor,
-               writer: Optional[StreamWriter] = None):
+               writer: Optional[StreamWriter] = None, *,
+               first_cuts: Optional[Sequence[int]] = None):
     self._environments = list(environments)
     self._actor = actor
     self._writer = writer
@@ -55,6 +63,12 @@ class ActorLoop:
     self._discounts = np.zeros((num,), np.float32)                # [E]
     self._last = np.ones((num,), bool)  # [E]: reset before stepping
     self._episode_return = np.zeros((num,), np.float64)
+    self._cuts = np.array(first_cuts if first_cuts is not None else
+                          [0] * num, np.int64)  # [E]
+    if self._cuts.shape != (num,) or np.any(self._cuts < 0):
+      raise ValueError(f'first_cuts={first_cuts}: one step count >= 0 per '
+                       f'environment ({num})')
+    self._episode_steps = np.zeros((num,), np.int64)  # [E]
     self.episodes = 0  # completed episodes, over all environments
     self.steps = 0     # environment steps, over all environments
     self.returns = collections.deque(maxlen=100)  # newest completed episodes
@@ -65,6 +79,7 @@ class ActorLoop:
       timestep = self._environments[e].reset()
       self._obs[e] = timestep.observation
       self._episode_return[e] = 0.0
+      self._episode_steps[e] = 0
       if self._writer is not None:
         self._writer.start(e, timestep.observation)
     actions = self._actor.select_actions(self._obs)  # [E, D]
@@ -74,12 +89,16 @@ class ActorLoop:
       self._rewards[e] = timestep.reward
       self._discounts[e] = timestep.discount
       self._last[e] = timestep.last()
+    self._episode_steps += 1
+    cut = (self._cuts > 0) & (self._episode_steps >= self._cuts) & ~self._last
+    self._last |= cut
+    self._cuts[self._last] = 0  # only the first episode is cut
     if self._writer is not None:
       self._writer.add(actions=actions, rewards=self._rewards,
                        discounts=self._discounts,
                        next_observations=self._obs, last=self._last)
     self._episode_return += self._rewards
-    for e in np.flatnonzero(self._last):
+    for e in np.flatnonzero(self._last & ~cut):
       self.returns.append(float(self._episode_return[e]))
       self.episodes += 1
     self.steps += self.num_envs

@@ -55,6 +55,10 @@ class RunOptions:
   # round (loops.ActorLoop); the single-process runner's actor too. Chosen by
   # measurement (BUILD_NOTES.md, "Vectorised actors").
   envs_per_actor: int = 16
+  # Cut each environment's first episode at a different length (spread over
+  # one episode, as a time limit), so that environments started together do
+  # not stay in step (loops.ActorLoop).
+  stagger_starts: bool = True
   lp_launch_type: str = 'local_mp'  # or 'local_mt' (threads, debugging)
   # Run a single-host program in a network namespace of its own, so that its
   # unauthenticated Reverb and courier ports are reachable from nowhere else
