@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wpo_agent import ddpg_losses
+from wpo_agent import distributions as dists
 from wpo_agent import sac_losses
 
 _FIXTURES = os.path.join(os.path.dirname(__file__), 'reference', 'fixtures')
@@ -222,7 +223,7 @@ class TanhGaussianTest(X64TestCase):
     with np.errstate(divide='ignore'):
       naive_log_det = np.log(1 - np.tanh(np.asarray(u))**2)
     self.assertTrue(np.all(np.isneginf(naive_log_det)))
-    log_det = sac_losses.tanh_log_det_jacobian(u)
+    log_det = dists.tanh_log_det_jacobian(u)
     # log(sech(u)^2) = 2 log 2 - 2|u| - 2 log(1 + e^{-2|u|}).
     np.testing.assert_allclose(log_det, 2 * math.log(2) - 40.0, rtol=1e-6)
     log_prob = lambda loc: jnp.sum(sac_losses.squashed_log_prob(

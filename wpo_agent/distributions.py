@@ -1,7 +1,8 @@
 """Policy distributions in pure JAX: diagonal Gaussian and mixture of diagonal Gaussians.
 
 Both are NamedTuples (so they are pytrees and pass through `jit`, `vmap`, `vjp`)
-with the small API WPO needs: `sample`, `log_prob`, `mode`. WPO only ever needs
+with the small API WPO needs: `sample`, `log_prob`, `mode`; and the baselines'
+policies: SAC's `TanhGaussian`, DDPG's `NoisyDeterministic`. WPO only ever needs
 `log_prob` to be differentiable in the action (paper Sec. 3), so `sample` is never
 differentiated: callers stop-gradient the samples.
 
@@ -25,9 +26,10 @@ import jax.numpy as jnp
 Array = jax.Array
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)  # a float: no JAX at import
+_LOG_2 = math.log(2.0)
 
 
-def _normal_log_density(x: Array, loc: Array, scale: Array) -> Array:
+def normal_log_density(x: Array, loc: Array, scale: Array) -> Array:
   """Elementwise log N(x; loc, scale^2)."""
   z = (x - loc) / scale
   return -0.5 * jnp.square(z) - jnp.log(scale) - _HALF_LOG_2PI
@@ -56,7 +58,7 @@ class Gaussian(NamedTuple):
 
   def log_prob(self, actions: Array) -> Array:
     """log pi(a), summed over the action dimension: [..., B, D] -> [..., B]."""
-    return jnp.sum(_normal_log_density(actions, self.loc, self.scale), axis=-1)
+    return jnp.sum(normal_log_density(actions, self.loc, self.scale), axis=-1)
 
   def mode(self) -> Array:
     return self.loc
@@ -93,7 +95,7 @@ class MixtureOfGaussians(NamedTuple):
   def component_log_probs(self, actions: Array) -> Array:
     """log N_k(a), [..., B, D] -> [..., B, K]."""
     a = actions[..., None, :]  # [..., B, 1, D]
-    return jnp.sum(_normal_log_density(a, self.loc, self.scale), axis=-1)
+    return jnp.sum(normal_log_density(a, self.loc, self.scale), axis=-1)
 
   def log_prob(self, actions: Array) -> Array:
     """log sum_k w_k N_k(a): [..., B, D] -> [..., B]."""
@@ -127,6 +129,64 @@ class MixtureOfGaussians(NamedTuple):
   def mean(self) -> Array:
     w = jax.nn.softmax(self.logits, axis=-1)[..., None]  # [B, K, 1]
     return jnp.sum(w * self.loc, axis=-2)
+
+
+def tanh_log_det_jacobian(u: Array) -> Array:
+  """log |d tanh(u) / du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)),
+  elementwise: the form of tfp's Tanh bijector, finite for any u (about
+  -2|u| for large |u|), where log(1 - tanh(u)^2) itself is log(0) = -inf once
+  tanh(u) rounds to 1 (|u| > ~9 in float32, ~19 in float64)."""
+  return 2.0 * (_LOG_2 - u - jax.nn.softplus(-2.0 * u))
+
+
+class TanhGaussian(NamedTuple):
+  """a = tanh(u), u ~ N(loc, scale^2) diagonal (SAC's policy, Haarnoja et al.
+  2018 App. C); loc, scale: [B, D] of the Gaussian before the tanh."""
+  loc: Array
+  scale: Array
+
+  def sample_with_log_prob(self, key: Array, sample_shape: Tuple[int, ...] = ()
+                           ) -> Tuple[Array, Array]:
+    """Reparameterised actions [*S, B, D] and their log-densities [*S, B]."""
+    u = Gaussian(self.loc, self.scale).sample(key, sample_shape)
+    return jnp.tanh(u), self.log_prob_pre_tanh(u)
+
+  def sample(self, key: Array, sample_shape: Tuple[int, ...] = ()) -> Array:
+    return self.sample_with_log_prob(key, sample_shape)[0]
+
+  def log_prob_pre_tanh(self, u: Array) -> Array:
+    """log pi(tanh(u)) [..., B] from the pre-tanh value u [..., B, D]:
+    sum_d [log N(u_d; loc_d, scale_d^2) - log(1 - tanh(u_d)^2)], exact and
+    finite for every u."""
+    return (jnp.sum(normal_log_density(u, self.loc, self.scale), axis=-1) -
+            jnp.sum(tanh_log_det_jacobian(u), axis=-1))
+
+  def log_prob(self, actions: Array) -> Array:
+    """log pi(a) [..., B] of actions in (-1, 1) (clipped just inside, where
+    atanh is finite)."""
+    bound = 1.0 - jnp.finfo(jnp.result_type(actions)).eps
+    return self.log_prob_pre_tanh(jnp.arctanh(jnp.clip(actions, -bound,
+                                                        bound)))
+
+  def mode(self) -> Array:
+    """tanh(loc): the evaluation action (SAC's deterministic policy)."""
+    return jnp.tanh(self.loc)
+
+
+class NoisyDeterministic(NamedTuple):
+  """DDPG's policy: the action `action` [B, D]; the actors explore with
+  Gaussian noise of stddev `noise_scale` (Lillicrap et al. 2016; Acme's D4PG
+  behaviour policy adds it unclipped, and the environment clips)."""
+  action: Array
+  noise_scale: Array  # scalar, or broadcasting to [B, D]
+
+  def sample(self, key: Array, sample_shape: Tuple[int, ...] = ()) -> Array:
+    shape = tuple(sample_shape) + jnp.shape(self.action)
+    eps = jax.random.normal(key, shape, dtype=jnp.result_type(self.action))
+    return self.action + self.noise_scale * eps
+
+  def mode(self) -> Array:
+    return self.action
 
 
 def natural_gradient_gaussian(dist: Gaussian) -> Gaussian:

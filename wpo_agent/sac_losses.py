@@ -25,10 +25,10 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from wpo_agent import distributions as dists
+
 Array = jax.Array
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-_LOG_2 = math.log(2.0)
 
 
 class SquashedSample(NamedTuple):
@@ -47,31 +47,13 @@ def squashed_sample(*, loc: Array, scale: Array, eps: Array) -> SquashedSample:
   return SquashedSample(action=jnp.tanh(pre_tanh), pre_tanh=pre_tanh)
 
 
-def tanh_log_det_jacobian(pre_tanh: Array) -> Array:
-  """Elementwise log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2 u)).
-
-  The form of tfp's `Tanh` bijector: finite for any u (about -2|u| for large
-  |u|), where log(1 - tanh(u)^2) itself is log(0) = -inf once tanh(u) rounds to
-  1 (|u| > ~9 in float32, ~19 in float64).
-  """
-  return 2.0 * (_LOG_2 - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
-
-
-def _normal_log_density(x: Array, loc: Array, scale: Array) -> Array:
-  z = (x - loc) / scale
-  return -0.5 * jnp.square(z) - jnp.log(scale) - _HALF_LOG_2PI
-
-
 def squashed_log_prob(*, loc: Array, scale: Array, pre_tanh: Array) -> Array:
-  """log pi(tanh(u)) from the pre-tanh sample u: [..., B, D] -> [..., B].
-
-      log pi(a) = sum_d [log N(u_d; loc_d, scale_d^2) - log(1 - tanh(u_d)^2)]
-
-  Exact and finite for every u. Equals Acme's `log_prob(action)` wherever
-  |tanh(u)| < 0.999 (see `acme_squashed_log_prob` for the rest).
+  """log pi(tanh(u)) from the pre-tanh sample u: [..., B, D] -> [..., B]
+  (`distributions.TanhGaussian.log_prob_pre_tanh`). Exact and finite for every
+  u. Equals Acme's `log_prob(action)` wherever |tanh(u)| < 0.999 (see
+  `acme_squashed_log_prob` for the rest).
   """
-  log_n = _normal_log_density(pre_tanh, loc, scale)
-  return jnp.sum(log_n - tanh_log_det_jacobian(pre_tanh), axis=-1)
+  return dists.TanhGaussian(loc, scale).log_prob_pre_tanh(pre_tanh)
 
 
 def acme_squashed_log_prob(*, loc: Array, scale: Array, action: Array,
@@ -98,7 +80,8 @@ def acme_squashed_log_prob(*, loc: Array, scale: Array, action: Array,
       -(inverse_threshold - loc) / scale) - log_epsilon
   event = jnp.clip(action, -threshold, threshold)
   u = jnp.arctanh(event)
-  inner = _normal_log_density(u, loc, scale) - tanh_log_det_jacobian(u)
+  inner = (dists.normal_log_density(u, loc, scale) -
+           dists.tanh_log_det_jacobian(u))
   per_dim = jnp.where(event <= -threshold, log_left,
                       jnp.where(event >= threshold, log_right, inner))
   return jnp.sum(per_dim, axis=-1)
