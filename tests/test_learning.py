@@ -18,6 +18,7 @@ from wpo_agent import learner as learner_lib
 from wpo_agent import learning
 from wpo_agent import networks as networks_lib
 from wpo_agent import sharding
+from wpo_agent import train_metrics
 from wpo_agent.types import Batch
 
 OBS, ACT, BATCH = 4, 2, 64
@@ -311,7 +312,7 @@ def test_mixture_metrics_hand_computed():
       logits=jnp.array([[0.0, third], [third, 0.0]]),
       loc=jnp.array([[[0., 0.], [2., 4.]], [[1., 1.], [1., 1.]]]),
       scale=jnp.array([[[1., 3.], [0.5, 0.5]], [[1., 1.], [2., 4.]]]))
-  m = {k: float(v) for k, v in learning.mixture_metrics(pi).items()}
+  m = {k: float(v) for k, v in train_metrics.mixture_metrics(pi).items()}
   entropy = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
   np.testing.assert_allclose(
       [m['mix_weight_0'], m['mix_weight_1'], m['mix_scale_0'],
@@ -320,7 +321,7 @@ def test_mixture_metrics_hand_computed():
       [0.5, 0.5, (1 + 3 + 1 + 1) / 4, (0.5 + 0.5 + 2 + 4) / 4,
        np.exp(entropy), (1 + 2 + 0 + 0) / 4],
       rtol=1e-6)
-  assert learning.mixture_metrics(dists.Gaussian(pi.loc, pi.scale)) == {}
+  assert train_metrics.mixture_metrics(dists.Gaussian(pi.loc, pi.scale)) == {}
 
 
 # --- WPOLearner -------------------------------------------------------------

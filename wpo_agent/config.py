@@ -29,6 +29,12 @@ class ConfigError(ValueError):
 class WPOConfig:
   """Every hyperparameter of the agent, threaded from here exactly once."""
 
+  # The policy-improvement step: 'wpo', or a baseline of the paper ('mpo',
+  # 'ddpg', 'sac') on the same networks' torsos, critic, replay and actors
+  # (docs/algorithm.md Sec. 10). make_config applies the algorithm's own
+  # values (ALGORITHM_DEFAULTS, ACME_EXAMPLES).
+  algorithm: str = 'wpo'
+
   # --- networks (docs/algorithm.md Sec. 7) ---
   policy_family: str = 'gaussian'  # 'gaussian' or 'mixture' (K diagonal Gaussians)
   num_components: int = 5  # K, mixture only
@@ -61,6 +67,18 @@ class WPOConfig:
   bootstrap_aggregate: str = 'mean'  # 'mean' (Acme) or 'max' (paper) over N target samples
   target_update_period: int = 100  # SGD steps between hard target copies
 
+  # --- the baselines (Sec. 10; unused by WPO) ---
+  mpo_epsilon: float = 0.1  # MPO: KL bound of the E-step (its temperature dual)
+  init_log_temperature: float = 10.0  # MPO: temperature = softplus(this)
+  exploration_stddev: float = 0.2  # DDPG: the actors' Gaussian noise
+  dqda_clipping: float = 1.0  # DDPG: L2 clip of dQ/da per example; 0 = none
+  target_entropy_per_dim: float = -1.0  # SAC: target entropy = this x D
+  init_log_entropy_alpha: float = 0.0  # SAC: entropy alpha = exp(this)
+  # Target networks: 0 = the hard copy every target_update_period steps;
+  # tau > 0 = Polyak averaging every step, target += tau (online - target).
+  target_update_tau: float = 0.0
+  grad_norm_clip: float = 0.0  # policy and critic gradients; 0 = none
+
   # --- optimiser (Sec. 8) ---
   policy_learning_rate: float = 3e-4
   critic_learning_rate: float = 3e-4
@@ -92,7 +110,12 @@ class WPOConfig:
         raise ConfigError(f'{name}={value!r}: need a non-empty tuple of '
                           'positive ints, e.g. (256, 256, 256)')
     # Each choice's allowed values belong to the module that implements it.
+    _choice('algorithm', self.algorithm, networks.ALGORITHMS)
     _choice('policy_family', self.policy_family, networks.POLICY_FAMILIES)
+    if (self.algorithm in networks.GAUSSIAN_ONLY and
+        self.policy_family != 'gaussian'):
+      raise ConfigError(networks.gaussian_only_error(self.algorithm,
+                                                     self.policy_family))
     _choice('bootstrap_aggregate', self.bootstrap_aggregate, losses.AGGREGATES)
     _choice('dq_da_squash', self.dq_da_squash, losses.SQUASHES)
     _choice('kl_constraint', self.kl_constraint, losses.KL_CONSTRAINTS)
@@ -104,13 +127,15 @@ class WPOConfig:
                  'min_replay_size', 'prefetch_size', 'variable_update_period'):
       _at_least(name, getattr(self, name), 1)
     for name in ('init_scale', 'policy_learning_rate', 'critic_learning_rate',
-                 'samples_per_insert', 'epsilon_mean', 'epsilon_stddev'):
+                 'samples_per_insert', 'epsilon_mean', 'epsilon_stddev',
+                 'mpo_epsilon'):
       if not getattr(self, name) > 0:
         raise ConfigError(f'{name}={getattr(self, name)!r}: must be > 0')
-    for name in ('min_scale', 'weight_decay', 'dual_learning_rate'):
+    for name in ('min_scale', 'weight_decay', 'dual_learning_rate',
+                 'exploration_stddev', 'dqda_clipping', 'grad_norm_clip'):
       if not getattr(self, name) >= 0:
         raise ConfigError(f'{name}={getattr(self, name)!r}: must be >= 0')
-    for name in ('discount', 'adam_b1', 'adam_b2'):
+    for name in ('discount', 'adam_b1', 'adam_b2', 'target_update_tau'):
       if not 0 <= getattr(self, name) < 1:
         raise ConfigError(f'{name}={getattr(self, name)!r}: must be in [0, 1)')
     _at_least('action_samples_per_chunk', self.action_samples_per_chunk, 0)
@@ -129,7 +154,8 @@ class WPOConfig:
     """The fields networks.make_networks takes, by name."""
     return {name: getattr(self, name) for name in (
         'policy_layer_sizes', 'critic_layer_sizes', 'policy_family',
-        'num_components', 'init_scale', 'min_scale')}
+        'num_components', 'init_scale', 'min_scale', 'algorithm',
+        'exploration_stddev')}
 
   def replace(self, **overrides) -> 'WPOConfig':
     return dataclasses.replace(self, **overrides)
@@ -175,8 +201,41 @@ PRESETS: Mapping[str, Mapping[str, Any]] = {
 }
 
 
+# Each baseline's own values, with every preset (docs/algorithm.md Sec. 10
+# gives the Acme file of each): MPO learns its duals (acme/agents/jax/mpo/
+# types.py GaussianPolicyLossConfig, epsilon_mean from run_mpo.py) and clips
+# gradients at 40 (mpo/config.py); DDPG's noise and dQ/da clip are D4PG's
+# (run_d4pg.py sigma=0.2; d4pg/config.py clipping) and so is the norm clip
+# of 40 (d4pg/builder.py); SAC's temperature starts at 1 and learns at 3e-4
+# (sac/learning.py), with Polyak tau 0.005 and target entropy -|A|
+# (sac/config.py, run_sac.py) and a min stddev of 1e-3 (NormalTanhDistribution).
+ALGORITHM_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    'wpo': {},
+    'mpo': dict(kl_constraint='hard', epsilon_mean=0.01, epsilon_stddev=1e-6,
+                init_log_alpha_mean=10.0, init_log_alpha_stddev=1000.0,
+                dual_learning_rate=1e-2, grad_norm_clip=40.0),
+    'ddpg': dict(exploration_stddev=0.2, dqda_clipping=1.0,
+                 grad_norm_clip=40.0),
+    'sac': dict(dual_learning_rate=3e-4, target_update_tau=0.005,
+                target_entropy_per_dim=-1.0, min_scale=1e-3),
+}
+# With the 'acme' preset, also the data and optimiser settings of Acme's own
+# example script for the algorithm (examples/baselines/rl_continuous/).
+ACME_EXAMPLES: Mapping[str, Mapping[str, Any]] = {
+    'wpo': {},
+    'mpo': dict(n_step=4, samples_per_insert=64.0, policy_learning_rate=3e-4,
+                critic_learning_rate=3e-4),
+    'ddpg': dict(n_step=5, samples_per_insert=32.0, policy_learning_rate=3e-4,
+                 critic_learning_rate=3e-4),
+    'sac': dict(n_step=2, samples_per_insert=256.0, min_replay_size=10_000,
+                policy_learning_rate=3e-4, critic_learning_rate=3e-4),
+}
+
+
 def make_config(preset: str = 'acme', **overrides) -> WPOConfig:
-  """The named preset with `overrides` applied; unknown names list the valid ones."""
+  """The named preset, then its algorithm's values (ALGORITHM_DEFAULTS, and
+  ACME_EXAMPLES with 'acme'), then `overrides`; unknown names list the valid
+  ones."""
   if preset not in PRESETS:
     raise ConfigError(f'unknown config preset {preset!r}; valid presets: '
                       f'{sorted(PRESETS)}')
@@ -185,7 +244,12 @@ def make_config(preset: str = 'acme', **overrides) -> WPOConfig:
   if unknown:
     raise ConfigError(f'unknown config field(s) {unknown}; valid fields: '
                       f'{sorted(fields)}')
-  return WPOConfig(**{**PRESETS[preset], **overrides})
+  algorithm = overrides.get('algorithm', 'wpo')
+  if algorithm not in ALGORITHM_DEFAULTS:
+    _choice('algorithm', algorithm, networks.ALGORITHMS)
+  own = {**ALGORITHM_DEFAULTS[algorithm],
+         **(ACME_EXAMPLES[algorithm] if preset == 'acme' else {})}
+  return WPOConfig(**{**PRESETS[preset], **own, **overrides})
 
 
 def parse_override(text: str) -> Tuple[str, Any]:

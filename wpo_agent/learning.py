@@ -11,6 +11,7 @@ free of per-device code, so the batch axis can be sharded over devices/hosts
 by `jax.jit` shardings (see `sharding.py`).
 """
 
+import functools
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import chex
@@ -18,10 +19,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wpo_agent import baselines
 from wpo_agent import config as config_lib
 from wpo_agent import distributions as dists
 from wpo_agent import losses
 from wpo_agent import networks as networks_lib
+from wpo_agent import train_metrics
 from wpo_agent.types import Batch
 
 Params = Any
@@ -55,8 +58,11 @@ class Optimizers(NamedTuple):
 
 def make_optimizers(config: config_lib.WPOConfig) -> Optimizers:
   def adam(lr):
-    return optax.adamw(lr, b1=config.adam_b1, b2=config.adam_b2,
+    adam = optax.adamw(lr, b1=config.adam_b1, b2=config.adam_b2,
                        weight_decay=config.weight_decay)
+    if not config.grad_norm_clip:
+      return adam
+    return optax.chain(optax.clip_by_global_norm(config.grad_norm_clip), adam)
   return Optimizers(policy=adam(config.policy_learning_rate),
                     critic=adam(config.critic_learning_rate),
                     dual=optax.adam(config.dual_learning_rate))
@@ -69,10 +75,14 @@ def init_training_state(networks: networks_lib.WPONetworks,
   policy_params, critic_params = networks.init(key_init)
   opt = make_optimizers(config)
   dims = networks.action_dim
-  duals = DualParams(
-      log_alpha_mean=jnp.full((dims,), config.init_log_alpha_mean, jnp.float32),
-      log_alpha_stddev=jnp.full((dims,), config.init_log_alpha_stddev,
-                                jnp.float32))
+  if config.algorithm == 'wpo':
+    duals = DualParams(
+        log_alpha_mean=jnp.full((dims,), config.init_log_alpha_mean,
+                                jnp.float32),
+        log_alpha_stddev=jnp.full((dims,), config.init_log_alpha_stddev,
+                                  jnp.float32))
+  else:
+    duals = baselines.init_duals(config, dims)
   return TrainingState(
       policy_params=policy_params,
       # Distinct buffers, so the jitted step may donate the whole state.
@@ -121,21 +131,9 @@ def make_loss_fns(networks: networks_lib.WPONetworks,
   """The losses of docs/algorithm.md, closed over networks and config."""
   policy_apply = networks.policy.apply
   critic_apply = networks.critic.apply
-  num_samples = config.num_action_samples
   samples_per_chunk = resolve_samples_per_chunk(config)
 
-  def critic_loss(critic_params, target_policy_params, target_critic_params,
-                  batch: Batch, key):
-    q_tm1 = critic_apply(critic_params, batch.observation, batch.action)  # [B]
-    pi_bar_t = policy_apply(target_policy_params, batch.next_observation)
-    a_t = pi_bar_t.sample(key, (num_samples,))  # [N, B, D]
-    # The critic broadcasts s_{t+n} [B, O] over the samples a_t [N, B, D].
-    q_t = critic_apply(target_critic_params, batch.next_observation,
-                       a_t)  # [N, B]
-    loss, target = losses.critic_td_loss(
-        q_tm1, batch.reward, batch.discount, q_t,
-        aggregate=config.bootstrap_aggregate)
-    return loss, (q_tm1, target)
+  critic_loss = baselines.sampled_critic_loss(networks, config)
 
   def action_gradient(critic_params, obs, actions):
     return losses.action_gradient(
@@ -230,30 +228,36 @@ def periodic_target(target: Params, online: Params, steps: jax.Array,
   return jax.tree.map(lambda t, o: jnp.where(copy, o, t), target, online)
 
 
-def apply_updates(opt: Optimizers, state: TrainingState, critic: CriticStep,
-                  policy: PolicyStep, *, key: jax.Array, learn_duals: bool,
-                  target_update_period: int) -> TrainingState:
+def polyak_target(target: Params, online: Params, tau: float) -> Params:
+  """(1 - tau) target + tau online, every step (SAC; Acme's form)."""
+  return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def apply_updates(opt: Optimizers, state: TrainingState, *, critic_grads,
+                  policy_grads, dual_grads, key: jax.Array, learn_duals: bool,
+                  config: config_lib.WPOConfig) -> TrainingState:
   """The next TrainingState: one optimiser step of the critic, the policy and
-  (hard KL only, Sec. 4) the duals, then the periodic target copy (Sec. 6)."""
+  (if `learn_duals`, Sec. 4) the duals, then the targets: the periodic hard
+  copy (Sec. 6), or Polyak averaging where target_update_tau > 0."""
   critic_params, critic_opt_state = _optimise(
-      opt.critic, critic.grads, state.critic_opt_state, state.critic_params)
+      opt.critic, critic_grads, state.critic_opt_state, state.critic_params)
   policy_params, policy_opt_state = _optimise(
-      opt.policy, policy.grads, state.policy_opt_state, state.policy_params)
+      opt.policy, policy_grads, state.policy_opt_state, state.policy_params)
   if learn_duals:
     dual_params, dual_opt_state = _optimise(
-        opt.dual, policy.dual_grads, state.dual_opt_state, state.dual_params)
+        opt.dual, dual_grads, state.dual_opt_state, state.dual_params)
   else:  # soft KL: the alphas stay at their initial values
     dual_params, dual_opt_state = state.dual_params, state.dual_opt_state
   steps = state.steps + 1
+  tau = config.target_update_tau
+  target = (functools.partial(polyak_target, tau=tau) if tau else
+            functools.partial(periodic_target, steps=steps,
+                              period=config.target_update_period))
   return TrainingState(
       policy_params=policy_params,
-      target_policy_params=periodic_target(
-          state.target_policy_params, policy_params, steps,
-          target_update_period),
+      target_policy_params=target(state.target_policy_params, policy_params),
       critic_params=critic_params,
-      target_critic_params=periodic_target(
-          state.target_critic_params, critic_params, steps,
-          target_update_period),
+      target_critic_params=target(state.target_critic_params, critic_params),
       policy_opt_state=policy_opt_state,
       critic_opt_state=critic_opt_state,
       dual_params=dual_params,
@@ -269,8 +273,11 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
   """Returns the pure (un-jitted) single SGD step closed over networks/config.
 
   Every term is computed from the parameters at the step's start, then all
-  parts are updated together (docs/algorithm.md Sec. 1).
+  parts are updated together (docs/algorithm.md Sec. 1). A baseline
+  algorithm's step: `_baseline_sgd_step`.
   """
+  if config.algorithm != 'wpo':
+    return _baseline_sgd_step(networks, config)
   policy_apply = networks.policy.apply
   opt = make_optimizers(config)
   loss_fns = make_loss_fns(networks, config)
@@ -286,60 +293,51 @@ def make_sgd_step(networks: networks_lib.WPONetworks,
     policy = policy_step(policy_apply, loss_fns, state, obs, key_policy,
                          num_samples=config.num_action_samples)
     new_state = apply_updates(
-        opt, state, critic, policy, key=key,
-        learn_duals=config.kl_constraint == 'hard',
-        target_update_period=config.target_update_period)
-    return new_state, _metrics(critic, policy)
+        opt, state, critic_grads=critic.grads, policy_grads=policy.grads,
+        dual_grads=policy.dual_grads, key=key,
+        learn_duals=config.kl_constraint == 'hard', config=config)
+    return new_state, train_metrics.wpo_metrics(critic, policy)
 
   return sgd_step
 
 
-def _metrics(critic: CriticStep, policy: PolicyStep) -> Metrics:
-  """What train.csv records of one SGD step (scalars)."""
-  penalty, pi = policy.penalty, policy.pi
-  return {
-      'critic_loss': critic.loss,
-      'policy_loss': policy.loss,
-      'wpo_loss': policy.loss_wpo,
-      'kl_loss': penalty.loss_kl,
-      'dual_loss': penalty.loss_dual,
-      'kl_mean': jnp.mean(penalty.kl_mean),
-      'kl_stddev': jnp.mean(penalty.kl_stddev),
-      'alpha_mean': jnp.mean(penalty.alpha_mean),
-      'alpha_stddev': jnp.mean(penalty.alpha_stddev),
-      'q_mean': jnp.mean(critic.q_tm1),
-      'q_min': jnp.min(critic.q_tm1),
-      'q_max': jnp.max(critic.q_tm1),
-      'td_target_mean': jnp.mean(critic.td_target),
-      'sigma_min': jnp.min(pi.scale),
-      'sigma_max': jnp.max(pi.scale),
-      'dq_da_abs_mean': jnp.mean(jnp.abs(policy.dq_da)),
-      'policy_grad_norm': optax.global_norm(policy.grads),
-      'critic_grad_norm': optax.global_norm(critic.grads),
-      **mixture_metrics(pi),
-  }
+def _baseline_sgd_step(networks: networks_lib.WPONetworks,
+                       config: config_lib.WPOConfig):
+  """MPO's, DDPG's or SAC's SGD step (baselines.py) on WPO's state, batches
+  and updates: the critic, then the policy and duals, from the parameters at
+  the step's start. MPO's duals learn under kl_constraint='hard' (its
+  default), SAC's temperature always."""
+  objective = baselines.make_objective(networks, config)
+  opt = make_optimizers(config)
+  learn_duals = (config.algorithm == 'sac' or
+                 (config.algorithm == 'mpo' and config.kl_constraint == 'hard'))
 
+  def sgd_step(state: TrainingState, batch: Batch):
+    key, key_critic, key_policy = jax.random.split(state.key, 3)
+    (critic_loss, (q_tm1, td_target)), critic_grads = jax.value_and_grad(
+        objective.critic_loss, has_aux=True)(
+            state.critic_params, state.policy_params,
+            state.target_policy_params, state.target_critic_params,
+            state.dual_params, batch, key_critic)
+    obs = policy_observations(batch,
+                              on_next_obs=config.policy_loss_on_next_obs)
+    (policy_loss, metrics), (policy_grads, dual_grads) = jax.value_and_grad(
+        objective.policy_loss, argnums=(0, 1), has_aux=True)(
+            state.policy_params, state.dual_params,
+            state.target_policy_params, state.critic_params,
+            state.target_critic_params, obs, key_policy)
+    new_state = apply_updates(
+        opt, state, critic_grads=critic_grads, policy_grads=policy_grads,
+        dual_grads=dual_grads, key=key, learn_duals=learn_duals,
+        config=config)
+    return new_state, {
+        'critic_loss': critic_loss, 'policy_loss': policy_loss,
+        'q_mean': jnp.mean(q_tm1), 'q_min': jnp.min(q_tm1),
+        'q_max': jnp.max(q_tm1), 'td_target_mean': jnp.mean(td_target),
+        'policy_grad_norm': optax.global_norm(policy_grads),
+        'critic_grad_norm': optax.global_norm(critic_grads), **metrics}
 
-def mixture_metrics(pi) -> Metrics:
-  """What a mixture policy's components do (batch means); {} for a Gaussian.
-
-  Components keep their index through training (each has its own head rows), so
-  `mix_weight_k` / `mix_scale_k` over time show which components the policy uses
-  and how wide they are. `mix_effective_k` = exp(entropy of the weights), from 1
-  (one component per state) to K; `mix_loc_spread` = the std of the K component
-  means, averaged over states and action dimensions (0: all on one point).
-  """
-  if not isinstance(pi, dists.MixtureOfGaussians):
-    return {}
-  log_w = jax.nn.log_softmax(pi.logits, axis=-1)  # [B, K]
-  w = jnp.exp(log_w)
-  metrics = {}
-  for k in range(w.shape[-1]):
-    metrics[f'mix_weight_{k}'] = jnp.mean(w[..., k])
-    metrics[f'mix_scale_{k}'] = jnp.mean(pi.scale[..., k, :])
-  metrics['mix_effective_k'] = jnp.mean(jnp.exp(-jnp.sum(w * log_w, axis=-1)))
-  metrics['mix_loc_spread'] = jnp.mean(jnp.std(pi.loc, axis=-2))
-  return metrics
+  return sgd_step
 
 
 def make_learner_step(networks: networks_lib.WPONetworks,

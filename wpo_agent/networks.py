@@ -19,6 +19,20 @@ Array = jax.Array
 Params = Any
 
 POLICY_FAMILIES = ('gaussian', 'mixture')
+# The policy-improvement step: WPO, or one of the paper's baselines on the
+# same torsos, critic, replay and actors (learning.py, baselines.py).
+ALGORITHMS = ('wpo', 'mpo', 'ddpg', 'sac')
+GAUSSIAN_ONLY = ('ddpg', 'sac')  # their own policy forms; no mixture
+
+
+_OWN_POLICY = {'sac': 'a tanh-squashed Gaussian', 'ddpg': 'deterministic'}
+
+
+def gaussian_only_error(algorithm: str, policy_family: str) -> str:
+  return (f'algorithm={algorithm} cannot use policy_family={policy_family}: '
+          f'its policy is {_OWN_POLICY[algorithm]} (policy_family=gaussian '
+          'selects it); a mixture policy works with wpo or mpo')
+
 
 _torso_init = nn.initializers.variance_scaling(0.333, 'fan_in', 'uniform')
 _head_init = nn.initializers.variance_scaling(1e-4, 'fan_in', 'truncated_normal')
@@ -100,19 +114,37 @@ def _positive_scale(raw: Array, init_scale: float, min_scale: float) -> Array:
 
 
 class GaussianPolicy(nn.Module):
-  """obs [B, O] -> Gaussian over [B, D] (outputs sigma itself, not log sigma)."""
+  """obs [B, O] -> Gaussian over [B, D] (outputs sigma itself, not log sigma);
+  with `tanh`, the Gaussian of u and the action tanh(u) (SAC: TanhGaussian)."""
   layer_sizes: Sequence[int]
   action_dim: int
   init_scale: float = 0.5
   min_scale: float = 1e-6
+  tanh: bool = False
 
   @nn.compact
-  def __call__(self, obs: Array) -> dists.Gaussian:
+  def __call__(self, obs: Array):
     h = LayerNormMLP(self.layer_sizes)(obs)
     loc = nn.Dense(self.action_dim, kernel_init=_head_init, name='loc')(h)
     raw = nn.Dense(self.action_dim, kernel_init=_head_init, name='scale')(h)
-    return dists.Gaussian(loc, _positive_scale(raw, self.init_scale,
-                                               self.min_scale))
+    family = dists.TanhGaussian if self.tanh else dists.Gaussian
+    return family(loc, _positive_scale(raw, self.init_scale, self.min_scale))
+
+
+class DeterministicPolicy(nn.Module):
+  """obs [B, O] -> the action tanh(Linear(torso)) in (-1, 1)^D, which actors
+  explore around with N(0, noise_scale^2) (DDPG: NoisyDeterministic)."""
+  layer_sizes: Sequence[int]
+  action_dim: int
+  noise_scale: float
+
+  @nn.compact
+  def __call__(self, obs: Array) -> dists.NoisyDeterministic:
+    h = LayerNormMLP(self.layer_sizes)(obs)
+    action = jnp.tanh(nn.Dense(self.action_dim, kernel_init=_head_init,
+                               name='loc')(h))
+    return dists.NoisyDeterministic(action,
+                                    jnp.asarray(self.noise_scale, action.dtype))
 
 
 class MixturePolicy(nn.Module):
@@ -169,6 +201,20 @@ class Critic(nn.Module):
     return q[..., 0]
 
 
+class TwinCritic(nn.Module):
+  """Two independent critics, Q [..., 2] (SAC's clipped double Q: the
+  minimum of the two is used; Fujimoto et al. 2018)."""
+  layer_sizes: Sequence[int]
+  action_min: Tuple[float, ...]
+  action_max: Tuple[float, ...]
+
+  @nn.compact
+  def __call__(self, obs: Array, action: Array) -> Array:
+    return jnp.stack([
+        Critic(self.layer_sizes, self.action_min, self.action_max,
+               name=f'q{i}')(obs, action) for i in range(2)], axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class WPONetworks:
   """The policy and critic modules plus the shapes they were built for."""
@@ -196,11 +242,17 @@ def make_networks(
     num_components: int,
     init_scale: float,
     min_scale: float,
+    algorithm: str,
+    exploration_stddev: float,
 ) -> WPONetworks:
   """Builds the networks for flat observations [O] and bounded actions [D].
 
   The keyword arguments are WPOConfig's fields of the same names
   (`WPOConfig.network_kwargs()`); `num_components` is used by 'mixture' only.
+  The algorithm picks the heads on the same torsos: WPO and MPO the policy
+  family's Gaussian or mixture and one critic; SAC a tanh-squashed Gaussian
+  and twin critics; DDPG a deterministic tanh policy (explored with
+  `exploration_stddev`) and one critic.
   """
   action_min = tuple(float(x) for x in np.ravel(action_min))
   action_max = tuple(float(x) for x in np.ravel(action_max))
@@ -211,16 +263,25 @@ def make_networks(
     raise ValueError(f'need obs_dim >= 1 and >= 1 action dim; got obs_dim='
                      f'{obs_dim}, action_dim={len(action_min)}')
   action_dim = len(action_min)
-  if policy_family == 'gaussian':
+  if algorithm not in ALGORITHMS:
+    raise ValueError(f'algorithm={algorithm!r}; allowed: {list(ALGORITHMS)}')
+  if algorithm in GAUSSIAN_ONLY and policy_family != 'gaussian':
+    raise ValueError(gaussian_only_error(algorithm, policy_family))
+  layers = tuple(critic_layer_sizes)
+  critic = (TwinCritic if algorithm == 'sac' else Critic)(layers, action_min,
+                                                          action_max)
+  if algorithm == 'ddpg':
+    policy = DeterministicPolicy(tuple(policy_layer_sizes), action_dim,
+                                 exploration_stddev)
+  elif policy_family == 'gaussian':
     policy = GaussianPolicy(tuple(policy_layer_sizes), action_dim, init_scale,
-                            min_scale)
+                            min_scale, tanh=algorithm == 'sac')
   elif policy_family == 'mixture':
     policy = MixturePolicy(tuple(policy_layer_sizes), action_dim,
                            num_components, init_scale, min_scale)
   else:
     raise ValueError(f'policy_family={policy_family!r}; allowed: '
                      f'{list(POLICY_FAMILIES)}')
-  critic = Critic(tuple(critic_layer_sizes), action_min, action_max)
   return WPONetworks(policy, critic, obs_dim, action_dim)
 
 

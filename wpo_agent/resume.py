@@ -2,7 +2,7 @@
 config.json, which records what they were made with.
 
 A launch on a workdir that holds checkpoints resumes them. What a checkpoint's
-shapes depend on (task, network sizes) may not change; while the replay is
+shapes depend on (task, algorithm, network sizes) may not change; while the replay is
 restored, neither may the replay table's settings in the run's mode (a
 restored reverb table keeps its saved size and rate limiter). Everything else
 may change on a resume, e.g. `eval_every`, which the resumed run follows.
@@ -24,7 +24,7 @@ class WorkdirMismatchError(ValueError):
 
 # What a checkpoint's shapes depend on.
 _FIXED_RUN = ('domain', 'task', 'num_hosts')
-_FIXED_CONFIG = ('policy_family', 'num_components', 'policy_layer_sizes',
+_FIXED_CONFIG = ('algorithm', 'policy_family', 'num_components', 'policy_layer_sizes',
                  'critic_layer_sizes')
 # A restored reverb table keeps its size and rate limiter. The single-process
 # runner keeps the ratio itself over a MinSize table, so its table depends on
