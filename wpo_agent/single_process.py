@@ -47,8 +47,9 @@ def _train(run, config, builder) -> Dict[str, Any]:
   resume.write_run_config(run.workdir, run, config)
   say = (lambda *a: None) if run.quiet else (lambda *a: print(*a, flush=True))
   session = _Session(run, config, builder, say)
-  say(f'Training WPO on {run.domain}-{run.task} to {run.max_actor_steps} '
-      f'actor steps; logs and checkpoints in {os.path.abspath(run.workdir)}')
+  say(f'Training {config.algorithm.upper()} on {run.domain}-{run.task} to '
+      f'{run.max_actor_steps} actor steps; logs and checkpoints in '
+      f'{os.path.abspath(run.workdir)}')
   with stopping.GracefulStop() as stop:
     session.train(stop)
     stopped = stop.requested

@@ -302,8 +302,8 @@ def _run_claimed(run_options, config, base_workdir) -> Dict[str, Any]:
   host = (f' (host {run_options.host_id} of {run_options.num_hosts}, '
           f'coordinator {run_options.coordinator_address})'
           if run_options.num_hosts > 1 else '')
-  say(f'Launching WPO on {run_options.domain}-{run_options.task}{host}: '
-      f'{run_options.num_actors} actors, learner, '
+  say(f'Launching {config.algorithm.upper()} on {run_options.domain}-'
+      f'{run_options.task}{host}: {run_options.num_actors} actors, learner, '
       f'{"evaluator, " if "evaluator" in expected else ""}replay; node logs '
       f'in {os.path.dirname(program_log)}')
   try:
