@@ -24,7 +24,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # `pytest -n 2` (make test) they all go to one worker, one after another: two
 # at once on a 2-core machine would starve both and their stop deadlines.
 _PROGRAM_FILES = ('tests/test_distributed.py',
-                  'tests/test_multihost_programs.py')
+                  'tests/test_multihost_programs.py',
+                  'tests/test_baselines_programs.py')
 
 
 def pytest_xdist_make_scheduler(config, log):
