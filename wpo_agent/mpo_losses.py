@@ -107,6 +107,30 @@ def decoupled_policies(online: Distribution, target: Distribution
                   f'{type(online).__name__} and {type(target).__name__}.')
 
 
+def _stats(*, loss, loss_ce, loss_temperature, temperature, penalty, weights,
+           q_values, online, epsilons) -> MPOStats:
+  epsilon, epsilon_mean, epsilon_stddev = epsilons
+  scale = online.scale.reshape(online.scale.shape[0], -1)  # [B, (K *) D]
+  return MPOStats(
+      dual_alpha_mean=jnp.mean(penalty.alpha_mean),
+      dual_alpha_stddev=jnp.mean(penalty.alpha_stddev),
+      dual_temperature=temperature,
+      loss_policy=loss,
+      loss_alpha=penalty.loss_dual,
+      loss_temperature=loss_temperature,
+      kl_q_rel=jnp.mean(nonparametric_kl(weights)) / epsilon,
+      kl_mean_rel=penalty.kl_mean / epsilon_mean,
+      kl_stddev_rel=penalty.kl_stddev / epsilon_stddev,
+      q_min=jnp.mean(jnp.min(q_values, axis=0)),
+      q_max=jnp.mean(jnp.max(q_values, axis=0)),
+      pi_stddev_min=jnp.mean(jnp.min(scale, axis=-1)),
+      pi_stddev_max=jnp.mean(jnp.max(scale, axis=-1)),
+      pi_stddev_cond=jnp.mean(jnp.max(scale, axis=-1) / jnp.min(scale, -1)),
+      loss_cross_entropy=loss_ce,
+      ess=jnp.mean(1.0 / jnp.sum(jnp.square(weights), axis=0)) /
+      q_values.shape[0])
+
+
 def mpo_policy_loss(
     *,
     online: Distribution,
@@ -136,18 +160,11 @@ def mpo_policy_loss(
   for x > -18; at x = -18 JAX gives half the gradient and below it none (Acme:
   a tiny one). `target`, `actions` and `q_values` are stop-gradiented.
 
-  Args:
-    online: online policy, batch [B] (Gaussian or MixtureOfGaussians).
-    target: target policy, same type and shapes.
-    actions: [N, B, D] samples of the target policy.
-    q_values: [N, B] target-critic values of `actions`.
-    log_temperature: scalar.
-    log_alpha_mean, log_alpha_stddev: [D] (per-dimension constraints).
-    epsilon, epsilon_mean, epsilon_stddev: KL bounds of the E-step and of the
-      mean and stddev parts of the M-step.
-
-  Returns:
-    (scalar loss, MPOStats).
+  online, target: policies of batch [B], both Gaussian or both mixtures;
+  actions [N, B, D]: target-policy samples; q_values [N, B]: their target-critic
+  values; log_temperature scalar; log_alpha_* [D] (per-dimension constraints);
+  epsilon*: the KL bounds of the E-step and of the M-step's two parts.
+  Returns (scalar loss, MPOStats).
   """
   sg = jax.lax.stop_gradient
   target, actions, q_values = sg(target), sg(actions), sg(q_values)
@@ -167,23 +184,8 @@ def mpo_policy_loss(
       losses.decoupled_kl(online, target), log_alpha_mean, log_alpha_stddev,
       epsilon_mean=epsilon_mean, epsilon_stddev=epsilon_stddev)
   loss = loss_ce + penalty.loss_kl + penalty.loss_dual + loss_temperature
-  scale = online.scale.reshape(online.scale.shape[0], -1)  # [B, (K *) D]
-  stats = MPOStats(
-      dual_alpha_mean=jnp.mean(penalty.alpha_mean),
-      dual_alpha_stddev=jnp.mean(penalty.alpha_stddev),
-      dual_temperature=temperature,
-      loss_policy=loss,
-      loss_alpha=penalty.loss_dual,
-      loss_temperature=loss_temperature,
-      kl_q_rel=jnp.mean(nonparametric_kl(weights)) / epsilon,
-      kl_mean_rel=penalty.kl_mean / epsilon_mean,
-      kl_stddev_rel=penalty.kl_stddev / epsilon_stddev,
-      q_min=jnp.mean(jnp.min(q_values, axis=0)),
-      q_max=jnp.mean(jnp.max(q_values, axis=0)),
-      pi_stddev_min=jnp.mean(jnp.min(scale, axis=-1)),
-      pi_stddev_max=jnp.mean(jnp.max(scale, axis=-1)),
-      pi_stddev_cond=jnp.mean(jnp.max(scale, axis=-1) / jnp.min(scale, -1)),
-      loss_cross_entropy=loss_ce,
-      ess=jnp.mean(1.0 / jnp.sum(jnp.square(weights), axis=0)) /
-      q_values.shape[0])
+  stats = _stats(loss=loss, loss_ce=loss_ce, loss_temperature=loss_temperature,
+                 temperature=temperature, penalty=penalty, weights=weights,
+                 q_values=q_values, online=online, epsilons=(
+                     epsilon, epsilon_mean, epsilon_stddev))
   return loss, stats
