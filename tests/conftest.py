@@ -11,6 +11,8 @@ Set JAX_COMPILATION_CACHE_DIR yourself to move it, or to '' to turn it off.
 
 import os
 
+import pytest
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Before anything imports jax: it reads these once.
@@ -28,6 +30,7 @@ _PROGRAM_FILES = ('tests/test_distributed.py',
                   'tests/test_baselines_programs.py')
 
 
+@pytest.hookimpl(optionalhook=True)  # `-p no:xdist` runs without it
 def pytest_xdist_make_scheduler(config, log):
   """Load balancing, except that the program files form one unit of work.
 

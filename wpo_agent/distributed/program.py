@@ -13,14 +13,14 @@ supervisor dies, this process stops the run itself
 import functools
 import json
 import sys
+from typing import Any, Dict
 
 import launchpad as lp
 from launchpad.nodes.python import local_multi_processing
 
-from wpo_agent import replay as replay_lib
-from wpo_agent import runs
 from wpo_agent.distributed import bookkeeping
-from wpo_agent.distributed import nodes
+
+Spec = Dict[str, Any]  # nodes.Spec: the run's JSON spec (supervisor.make_spec)
 
 # Actors and the evaluator run their small policy on the CPU; one XLA thread
 # each keeps N actor processes from oversubscribing the cores, and they must not
@@ -33,35 +33,67 @@ _CPU_WORKER_ENV = {
 }
 
 
-def build_program(spec: nodes.Spec) -> lp.Program:
+# The nodes' entry points. This process only builds and launches the graph:
+# what a node needs (JAX, TensorFlow through Reverb, MuJoCo: ~4 s of CPU to
+# import) is imported in that node's own process, when Launchpad calls its
+# entry point there, and not once more here before any node can start
+# (BUILD_NOTES.md, "Test time"). The counter and the step limiter need none of
+# it (bookkeeping).
+
+
+def _replay_tables(spec: Spec):
+  from wpo_agent.distributed import nodes  # pylint: disable=g-import-not-at-top
+  return nodes.make_replay_tables(spec)
+
+
+def _replay_checkpointer(workdir: str):
+  from wpo_agent import replay  # pylint: disable=g-import-not-at-top
+  return replay.make_checkpointer(workdir)
+
+
+def _learner(replay, counter, spec: Spec):
+  from wpo_agent.distributed import nodes  # pylint: disable=g-import-not-at-top
+  return nodes.LearnerNode(replay, counter, spec)
+
+
+def _actor(index: int, replay, learner, counter, spec: Spec) -> None:
+  from wpo_agent.distributed import nodes  # pylint: disable=g-import-not-at-top
+  nodes.run_actor(index, replay, learner, counter, spec)
+
+
+def _evaluator(learner, counter, spec: Spec) -> None:
+  from wpo_agent.distributed import nodes  # pylint: disable=g-import-not-at-top
+  nodes.run_evaluator(learner, counter, spec)
+
+
+def build_program(spec: Spec) -> lp.Program:
   """Replay, counter, learner, `num_actors` actors, evaluator, step limiter."""
-  run = runs.RunOptions(**spec['run'])
+  run = spec['run']  # runs.RunOptions' fields, validated by the launcher
   program = lp.Program('wpo')
   with program.group('replay'):
     replay = program.add_node(lp.ReverbNode(
-        functools.partial(nodes.make_replay_tables, spec),
+        functools.partial(_replay_tables, spec),
         checkpoint_ctor=(
-            functools.partial(replay_lib.make_checkpointer, run.workdir)
-            if run.checkpoint_replay else None)))
+            functools.partial(_replay_checkpointer, run['workdir'])
+            if run['checkpoint_replay'] else None)))
   with program.group('counter'):
     counter = program.add_node(lp.CourierNode(
         bookkeeping.make_counter, spec))
   with program.group('learner'):
-    learner = program.add_node(lp.CourierNode(
-        nodes.LearnerNode, replay, counter, spec))
+    learner = program.add_node(lp.CourierNode(_learner, replay, counter, spec))
   with program.group('actor'):
-    for index in range(run.num_actors):
-      program.add_node(lp.PyNode(nodes.run_actor, index, replay, learner,
-                                 counter, spec))
-  if run.host_id == 0:  # one evaluator per run
+    for index in range(run['num_actors']):
+      program.add_node(lp.PyNode(_actor, index, replay, learner, counter,
+                                 spec))
+  if run['host_id'] == 0:  # one evaluator per run
     with program.group('evaluator'):
-      program.add_node(lp.PyNode(nodes.run_evaluator, learner, counter, spec))
+      program.add_node(lp.PyNode(_evaluator, learner, counter, spec))
   with program.group('step_limiter'):
     program.add_node(lp.PyNode(bookkeeping.run_step_limiter, counter, spec))
   return program
 
 
-def launch(spec: nodes.Spec) -> None:
+def launch(spec: Spec) -> None:
   """Launches the program and blocks until its nodes exit (or we are killed)."""
   program = build_program(spec)
   if spec['run']['lp_launch_type'] == 'local_mt':
