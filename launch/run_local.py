@@ -6,6 +6,7 @@ Examples:
       --max_actor_steps=20000 --config=small
   python launch/run_local.py --domain=walker --set batch_size=512 \
       --set bootstrap_aggregate=max
+  python launch/run_local.py --domain=humanoid --task=stand-x3  # 3 replicas
 
 Running again with the same --workdir resumes from its latest checkpoint.
 Ctrl-C / SIGTERM checkpoints and exits 0.
@@ -40,7 +41,13 @@ FLAGS = flags.FLAGS
 _RUN = runs.RunOptions  # every run option's default lives there
 flags.DEFINE_string('domain', _RUN.domain, 'Control Suite domain.')
 flags.DEFINE_string('task', _RUN.task, 'Task; default: the domain\'s default '
-                    'task (see wpo_agent/environments.py DEFAULT_TASKS).')
+                    'task (see wpo_agent/environments.py DEFAULT_TASKS). '
+                    'TASK-xK: K replicas of it as one task, e.g. stand-x3 '
+                    '(wpo_agent/replicas.py).')
+flags.DEFINE_float('replica_temperature', _RUN.replica_temperature,
+                   'A replicated task\'s (TASK-xK) reward is the smooth '
+                   'minimum -T log(mean_i exp(-r_i / T)) of its replicas\' '
+                   'rewards at this temperature T > 0.')
 flags.DEFINE_bool('single_process', _RUN.single_process, 'Run actor, learner '
                   'and replay in one process (no Launchpad).')
 flags.DEFINE_integer('max_actor_steps', _RUN.max_actor_steps,
@@ -98,6 +105,7 @@ def run_options() -> runs.RunOptions:
   """The flags as RunOptions (which validate them and resolve the task)."""
   run = runs.RunOptions(
       domain=FLAGS.domain, task=FLAGS.task, seed=FLAGS.seed,
+      replica_temperature=FLAGS.replica_temperature,
       max_actor_steps=FLAGS.max_actor_steps, eval_every=FLAGS.eval_every,
       eval_episodes=FLAGS.eval_episodes, progress_every_s=FLAGS.progress_every,
       checkpoint_every_s=FLAGS.checkpoint_every,

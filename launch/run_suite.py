@@ -5,6 +5,8 @@ Examples:
       --max_actor_steps=100000 --parallel=2 --single_process
   python launch/run_suite.py --tasks=walker-walk,cheetah-run --seeds=0 \
       --max_actor_steps=2000 --config=small --single_process
+  python launch/run_suite.py --suite=fig5 --seeds=0,1,2 \
+      --max_actor_steps=1000000   # humanoid-stand-x1, -x3, -x5
 
 Each (task, seed) is one `launch/run_local.py` run in WORKDIR/<domain>-<task>/
 seed<seed> (its output in suite_run.log there). Rerunning the same command skips
@@ -34,13 +36,15 @@ from wpo_agent import config as config_lib
 # dm_control -> acme -> gym prints a deprecation notice to stderr on import;
 # a bad flag must read as one `error:` line (as in run_local.py).
 with contextlib.redirect_stderr(io.StringIO()):
+  from wpo_agent import replicas
   from wpo_agent import runs as runs_lib
   from wpo_agent.analysis import suites
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('suite', None, f'One of {", ".join(suites.SUITES)}.')
 flags.DEFINE_string('tasks', None, 'Instead of --suite: domain-task,... '
-                    '(e.g. cartpole-swingup,walker-walk).')
+                    '(e.g. cartpole-swingup,walker-walk; humanoid-stand-x3: '
+                    '3 replicas as one task).')
 flags.DEFINE_string('seeds', '0', 'Comma-separated seeds.')
 flags.DEFINE_integer('max_actor_steps', None, 'Actor steps of every run.')
 flags.DEFINE_integer('parallel', 1, 'Runs at a time.')
@@ -54,6 +58,9 @@ flags.DEFINE_integer('eval_every', None, 'Passed on to each run.')
 flags.DEFINE_integer('eval_episodes', None, 'Passed on to each run.')
 flags.DEFINE_integer('envs_per_actor', None, 'Passed on to each run (default: '
                      "run_local.py's).")
+flags.DEFINE_float('replica_temperature', None, 'Passed on to each run '
+                   "(replicated tasks' smooth minimum; default: "
+                   "run_local.py's).")
 flags.DEFINE_string('workdir', None, 'Suite folder; default '
                     'runs/suites/<suite> (runs/suites/tasks with --tasks).')
 flags.DEFINE_float('status_every', 60.0, 'Seconds between status tables.')
@@ -74,7 +81,13 @@ def run_args():
   if epa is not None and not 1 <= epa <= runs_lib.MAX_ENVS_PER_ACTOR:
     raise UsageError(f'--envs_per_actor={epa}: must be an integer from 1 to '
                      f'{runs_lib.MAX_ENVS_PER_ACTOR}')
-  for name in ('eval_every', 'eval_episodes', 'envs_per_actor'):
+  if FLAGS.replica_temperature is not None:
+    try:
+      replicas.check_temperature(FLAGS.replica_temperature)
+    except ValueError as e:
+      raise UsageError(str(e)) from None
+  for name in ('eval_every', 'eval_episodes', 'envs_per_actor',
+               'replica_temperature'):
     if getattr(FLAGS, name) is not None:
       out.append(f'--{name}={getattr(FLAGS, name)}')
   return out

@@ -31,7 +31,7 @@ def run_suite(*args, **kwargs):
 def test_every_named_suite_resolves_to_dm_control_tasks():
   for name, tasks in suites.SUITES.items():
     assert suites.resolve_tasks(name, None) == [
-        tuple(t.rsplit('-', 1)) for t in tasks]
+        tuple(t.split('-', 1)) for t in tasks]
   assert suites.resolve_tasks(None, 'ball_in_cup-catch,humanoid_CMU-run') == [
       ('ball_in_cup', 'catch'), ('humanoid_CMU', 'run')]
 
@@ -44,6 +44,9 @@ def test_every_named_suite_resolves_to_dm_control_tasks():
     (['--suite=quick', '--seeds=0,x'], ['--seeds=0,x', 'distinct integers']),
     (['--suite=quick', '--set=batch_size=0'], ['batch_size=0']),
     (['--suite=quick', '--parallel=0'], ['--parallel=0']),
+    (['--tasks=humanoid-stand-x0'], ["'stand-x0'", "'-x0' must be -xK"]),
+    (['--suite=fig5', '--replica_temperature=0'],
+     ['--replica_temperature=0.0', 'finite number > 0']),
 ])
 def test_bad_input_is_one_line(tmp_path, args, fragments):
   proc = run_suite('--max_actor_steps=100', f'--workdir={tmp_path / "s"}',

@@ -44,8 +44,9 @@ class Builder:
   # --- environment and networks ---------------------------------------------
 
   def environment(self, seed: int) -> dm_env.Environment:
-    return environments.make_environment(self.run.domain, self.run.task,
-                                         seed=seed)
+    return environments.make_environment(
+        self.run.domain, self.run.task, seed=seed,
+        replica_temperature=self.run.replica_temperature)
 
   @functools.cached_property
   def environment_spec(self):

@@ -8,6 +8,10 @@
     (the policy is an unbounded Gaussian; replay stores the unclipped action);
   - rewards and discounts: float32 scalars.
 
+A task name may carry the suffix `-xK` (e.g. `stand-x3`): K replicas of the
+task as one (replicas.py), which `resolve_task` and `make_environment`
+understand, so every caller that names a task gets it.
+
 ControlSuiteWrapper does all of the above in one pass with precomputed state
 (~40-50 us/step less than dm-acme 0.4.0's wrapper stack on cheetah), with
 bit-for-bit the same observations, rewards, discounts, step types and specs as
@@ -22,6 +26,8 @@ import dm_env
 from dm_control import suite
 import numpy as np
 import tree
+
+from wpo_agent import replicas
 
 # One default task per suite domain, so `--domain=humanoid` alone is meaningful.
 # Rule: locomotion domains -> 'run' (the hardest speed target, the usual WPO/MPO
@@ -67,15 +73,28 @@ def valid_tasks(domain: str):
 
 
 def resolve_task(domain: str, task: Optional[str] = None) -> str:
-  """Validated `task`, or DEFAULT_TASKS[domain] when task is None."""
+  """Validated `task`, or DEFAULT_TASKS[domain] when task is None.
+
+  A replicated task (`stand-x3`, replicas.py) is returned as given, so
+  `-x1` keeps its name (a workdir or report row of K = 1 says so).
+  """
   tasks = valid_tasks(domain)
   if task is None:
     task = DEFAULT_TASKS.get(domain, tasks[0])
-  if task not in tasks:
+  try:
+    base, bad_suffix = replicas.split_task(task)[0], None
+  except replicas.ReplicaCountError as e:
+    base, bad_suffix = task.partition('-')[0], e
+  if base not in tasks:  # first: 'swing-up' is a typo, not a suffix
+    within = f' (in {task!r})' if base != task else ''
     raise UnknownTaskError(
-        f'Unknown task {task!r} for Control Suite domain {domain!r}. Valid '
-        f'tasks: {", ".join(tasks)} (default: '
-        f'{DEFAULT_TASKS.get(domain, tasks[0])}).')
+        f'Unknown task {base!r}{within} for Control Suite domain {domain!r}. '
+        f'Valid tasks: {", ".join(tasks)} (default: '
+        f'{DEFAULT_TASKS.get(domain, tasks[0])}), each also as '
+        f'<task>{replicas.SUFFIX}K for K replicas.')
+  if bad_suffix:
+    raise UnknownTaskError(f'Unknown task {task!r} for Control Suite domain '
+                           f'{domain!r}: {bad_suffix}.')
   return task
 
 
@@ -207,25 +226,38 @@ class ControlSuiteWrapper(acme_wrappers.EnvironmentWrapper):
     return self._discount_spec
 
 
-def make_environment(domain: str, task: Optional[str], *,
-                     seed: Optional[int]) -> dm_env.Environment:
+def make_environment(
+    domain: str, task: Optional[str], *, seed: Optional[int],
+    replica_temperature: float = replicas.DEFAULT_TEMPERATURE
+) -> dm_env.Environment:
   """Loads suite `domain`/`task` (None: DEFAULT_TASKS[domain]) and wraps it.
 
   Args:
     domain: a dm_control.suite domain, e.g. 'cartpole', 'humanoid'.
-    task: a task of that domain; None picks DEFAULT_TASKS[domain].
-    seed: seeds the task's RandomState (initial states); None is random.
+    task: a task of that domain; None picks DEFAULT_TASKS[domain];
+      '<task>-xK' is K replicas of it as one task (replicas.py).
+    seed: seeds the task's RandomState (initial states); None is random. A
+      replicated task seeds its replicas from it (replicas.replica_seeds).
+    replica_temperature: the smooth minimum's temperature over a replicated
+      task's rewards (replicas.softmin); unused otherwise.
 
   Returns:
     A ControlSuiteWrapper: flat float32 observations [O] and [-1, 1]^D actions
-    that are clipped to the suite's bounds (out-of-range actions are legal).
+    that are clipped to the suite's bounds (out-of-range actions are legal);
+    for '<task>-xK' a replicas.ReplicaEnvironment of K of them ([K*O], [K*D]).
 
   Raises:
     UnknownTaskError (a ValueError): unknown domain or task; lists the options.
   """
   task = resolve_task(domain, task)
-  return ControlSuiteWrapper(suite.load(domain, task,
-                                        task_kwargs={'random': seed}))
+  base, count = replicas.split_task(task)
+  if count is None:
+    return ControlSuiteWrapper(suite.load(domain, task,
+                                          task_kwargs={'random': seed}))
+  return replicas.ReplicaEnvironment(
+      [ControlSuiteWrapper(suite.load(domain, base, task_kwargs={'random': s}))
+       for s in replicas.replica_seeds(seed, count=count)],
+      temperature=replica_temperature)
 
 
 def episode_length(env: dm_env.Environment) -> Optional[int]:
@@ -233,7 +265,8 @@ def episode_length(env: dm_env.Environment) -> Optional[int]:
   over its control timestep: 1000 for most tasks); None where unlimited.
 
   dm_control has no public accessor for it: this reads the suite
-  Environment's `_step_limit` (through the wrapper), None if absent.
+  Environment's `_step_limit` (through the wrapper; a ReplicaEnvironment
+  gives its replicas'), None if absent.
   """
   limit = getattr(env, '_step_limit', None)
   return int(limit) if limit is not None and np.isfinite(limit) else None

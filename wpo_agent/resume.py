@@ -2,7 +2,8 @@
 config.json, which records what they were made with.
 
 A launch on a workdir that holds checkpoints resumes them. What a checkpoint's
-shapes depend on (task, algorithm, network sizes) may not change; while the replay is
+shapes depend on (task, algorithm, network sizes) may not change, nor a
+replicated task's reward temperature (it defines the task); while the replay is
 restored, neither may the replay table's settings in the run's mode (a
 restored reverb table keeps its saved size and rate limiter). Everything else
 may change on a resume, e.g. `eval_every`, which the resumed run follows.
@@ -14,6 +15,7 @@ import os
 from typing import Any, Dict, Sequence
 
 from wpo_agent import config as config_lib
+from wpo_agent import replicas
 from wpo_agent import runs
 from wpo_agent import workdir as workdir_lib
 
@@ -24,6 +26,9 @@ class WorkdirMismatchError(ValueError):
 
 # What a checkpoint's shapes depend on.
 _FIXED_RUN = ('domain', 'task', 'num_hosts')
+# A replicated task's reward: another temperature is another task. (K = 1 and
+# plain tasks do not use it, so there it may change.)
+_FIXED_REPLICA_RUN = ('replica_temperature',)
 _FIXED_CONFIG = ('algorithm', 'policy_family', 'num_components', 'policy_layer_sizes',
                  'critic_layer_sizes')
 # A restored reverb table keeps its size and rate limiter. The single-process
@@ -71,7 +76,9 @@ def check_resumable(workdir: str, run: runs.RunOptions,
     return
   saved = paths.read_config()
   new_run, new_config = run.to_dict(), config.to_dict()
-  diffs = (_diffs(saved['run'], new_run, _FIXED_RUN) +
+  fixed_run = _FIXED_RUN + (_FIXED_REPLICA_RUN
+                            if replicas.replica_count(run.task) > 1 else ())
+  diffs = (_diffs(saved['run'], new_run, fixed_run) +
            _diffs(saved['config'], new_config, _FIXED_CONFIG))
   replay_diffs = []
   if replay_too:

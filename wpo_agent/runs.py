@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional
 
 from wpo_agent import config as config_lib
 from wpo_agent import environments
+from wpo_agent import replicas
 from wpo_agent import workdir as workdir_lib
 
 
@@ -38,6 +39,10 @@ class RunOptions:
   domain: str = 'humanoid'
   task: Optional[str] = None  # None: the domain's default (resolved here)
   seed: int = 0
+  # The smooth minimum's temperature over a replicated task's rewards
+  # (task '<task>-xK'; replicas.softmin); 0.1 keeps one failing replica's
+  # weight near the minimum (why: replicas.DEFAULT_TEMPERATURE).
+  replica_temperature: float = replicas.DEFAULT_TEMPERATURE
   workdir: str = 'runs/default'
   max_actor_steps: int = 1_000_000
   eval_every: int = 10_000
@@ -75,6 +80,10 @@ class RunOptions:
     # Raises environments.UnknownTaskError listing the valid names.
     object.__setattr__(self, 'task',
                        environments.resolve_task(self.domain, self.task))
+    try:
+      replicas.check_temperature(self.replica_temperature)
+    except ValueError as e:
+      raise RunOptionsError(str(e)) from None
     for name in ('max_actor_steps', 'eval_every', 'eval_episodes',
                  'num_actors'):
       value = getattr(self, name)

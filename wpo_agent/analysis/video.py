@@ -12,7 +12,9 @@ reset and after each step, so an episode of T steps is T + 1 frames (cartpole:
 (`--fps` default: 1 / the task's control timestep). Default output:
 RUN_DIR/videos/<domain>-<task>-step<S>-return<R>.mp4, S the checkpoint's actor
 step and R the mean return over the episodes, to 1 decimal. The default
-`--seed` is the evaluator's environment seed (seeds.evaluator_seeds).
+`--seed` is the evaluator's environment seed (seeds.evaluator_seeds). A
+replicated task (<task>-xK, wpo_agent/replicas.py) shows its K replicas side
+by side, each --width wide: frames of K x width by height.
 
 Rendering uses MUJOCO_GL (default egl); if egl fails, the command runs again
 with MUJOCO_GL=osmesa, saying so in one line. Bad input is one `error:` line
@@ -152,7 +154,8 @@ def load_run(run_dir: str, seed: Optional[int]):
   env_seed, policy_seed = seeds.evaluator_seeds(run)
   seed = env_seed if seed is None else seed
   return run, config, environments.make_environment(
-      run.domain, run.task, seed=seed), (seed, policy_seed)
+      run.domain, run.task, seed=seed,
+      replica_temperature=run.replica_temperature), (seed, policy_seed)
 
 
 def camera_id(physics, text: str, task: str) -> Any:
@@ -168,16 +171,24 @@ def camera_id(physics, text: str, task: str) -> Any:
                    f'{listed + ", " if listed else ""}-1 (the free camera)')
 
 
-def make_render(physics, *, width: int, height: int, camera: Any):
-  """() -> uint8 [height, width, 3]; renders one frame now, RenderError if
-  that fails (no GL context can be made)."""
-  size = physics.model.vis.global_
-  # The offscreen buffer is made at the first render, at the model's size
-  # (often 640x480); a larger frame would not fit in it.
-  size.offwidth, size.offheight = (max(size.offwidth, width),
-                                   max(size.offheight, height))
-  render = lambda: physics.render(height=height, width=width,
-                                  camera_id=camera)
+def make_render(physics: Sequence[Any], *, width: int, height: int,
+                camera: Any):
+  """() -> uint8 [height, K x width, 3]: the K `physics` (replicas, or one)
+  side by side; renders one frame now, RenderError if that fails (no GL
+  context can be made)."""
+  for one in physics:
+    size = one.model.vis.global_
+    # The offscreen buffer is made at the first render, at the model's size
+    # (often 640x480); a larger frame would not fit in it.
+    size.offwidth, size.offheight = (max(size.offwidth, width),
+                                     max(size.offheight, height))
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  def render():
+    frames = [one.render(height=height, width=width, camera_id=camera)
+              for one in physics]
+    return frames[0] if len(frames) == 1 else np.concatenate(frames, axis=1)
+
   try:
     render()
   except Exception as e:  # pylint: disable=broad-except
@@ -270,9 +281,10 @@ def _make_video(args: argparse.Namespace) -> int:
   run, config, environment, (seed, policy_seed) = load_run(args.run_dir,
                                                            args.seed)
   name = f'{run.domain}-{run.task}'
-  physics = environment.physics
+  from wpo_agent import replicas  # pylint: disable=g-import-not-at-top
+  physics = replicas.physics_of(environment)
   render = make_render(physics, width=args.width, height=args.height,
-                       camera=camera_id(physics, args.camera, name))
+                       camera=camera_id(physics[0], args.camera, name))
   policy, params, step, learner_steps = restore_policy(
       args.run_dir, run, config, environment)
   fps = args.fps or 1.0 / environment.control_timestep()
@@ -298,8 +310,8 @@ def _make_video(args: argparse.Namespace) -> int:
   for i, (ret, num) in enumerate(zip(returns, steps)):
     print(f'episode {i + 1}: return {ret:.3f} ({num} steps)')
   print(f'return {mean:.1f} (mean of {len(returns)} episode(s))')
-  print(f'wrote {path} ({sum(steps) + len(steps)} frames, {args.width}x'
-        f'{args.height}, {fps:g} fps)')
+  print(f'wrote {path} ({sum(steps) + len(steps)} frames, '
+        f'{args.width * len(physics)}x{args.height}, {fps:g} fps)')
   return 0
 
 

@@ -272,10 +272,12 @@ def run(run_options: runs.RunOptions,
       run_options, workdir=os.path.abspath(run_options.host_workdir),
       single_process=False)
   runs.check_hosts(run_options, config)
-  device_replay.check_replay_fits(config, environments.environment_spec(
-      environments.make_environment(run_options.domain, run_options.task,
-                                    seed=0)), in_process=False,
-                                  num_hosts=run_options.num_hosts)
+  environment = environments.make_environment(
+      run_options.domain, run_options.task, seed=0,
+      replica_temperature=run_options.replica_temperature)
+  device_replay.check_replay_fits(
+      config, environments.environment_spec(environment), in_process=False,
+      num_hosts=run_options.num_hosts)
   with lifetime.claimed(run_options.workdir):
     return _run_claimed(run_options, config, base_workdir)
 
