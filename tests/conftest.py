@@ -27,7 +27,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # at once on a 2-core machine would starve both and their stop deadlines.
 _PROGRAM_FILES = ('tests/test_distributed.py',
                   'tests/test_multihost_programs.py',
-                  'tests/test_baselines_programs.py')
+                  'tests/test_baselines_programs.py',
+                  'tests/test_replicas_programs.py')
 
 
 @pytest.hookimpl(optionalhook=True)  # `-p no:xdist` runs without it
