@@ -30,6 +30,7 @@ import tensorflow as tf
 from wpo_agent import device_replay
 from wpo_agent import nstep_writer
 from wpo_agent import ratio
+from wpo_agent import replay_checkpoint
 from wpo_agent import types
 from wpo_agent import workdir as workdir_lib
 
@@ -234,8 +235,13 @@ def make_checkpointer(workdir: str) -> checkpointers.DefaultCheckpointer:
 
   A server built with it loads the newest checkpoint there on start;
   `client.checkpoint()` writes a new one, and reverb keeps only the newest.
+  First, unfinished saves are removed and a damaged newest checkpoint is set
+  aside with one `warning:` line on stderr, so that the server starts empty
+  instead of failing (replay_checkpoint.check: what Reverb does with one).
   """
-  return checkpointers.DefaultCheckpointer(workdir_lib.Workdir(workdir).replay)
+  replay_dir = workdir_lib.Workdir(workdir).replay
+  replay_checkpoint.check(replay_dir)
+  return checkpointers.DefaultCheckpointer(replay_dir)
 
 
 def num_items(client: reverb.Client, table: str) -> int:

@@ -12,28 +12,34 @@ feed keeps the ratio over the items it has drained from the transport queue.
 
 import dataclasses
 import os
+import sys
 import time
 from typing import Any, Dict
 
 import reverb
 
 from wpo_agent import builder as builder_lib
+from wpo_agent import checkpoint_recovery as recovery
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
 from wpo_agent import lifetime
 from wpo_agent import logs
 from wpo_agent import replay as replay_lib
+from wpo_agent import replay_checkpoint
 from wpo_agent import resume
 from wpo_agent import runs
 from wpo_agent import stopping
+from wpo_agent import workdir as workdir_lib
 
 
 def train(run: runs.RunOptions, config: config_lib.WPOConfig) -> Dict[str, Any]:
   """Trains until `max_actor_steps` or a stop signal; returns a summary dict.
 
   Raises lifetime.WorkdirInUseError, before anything is written, while
-  processes of another run hold the workdir.
+  processes of another run hold the workdir; checkpoint_recovery.
+  CheckpointError (one line) when no checkpoint in it can be loaded, or when
+  a save fails (a full disk), after closing the replay.
   """
   run = dataclasses.replace(run, single_process=True)
   builder = builder_lib.Builder(config, run)
@@ -50,10 +56,13 @@ def _train(run, config, builder) -> Dict[str, Any]:
   say(f'Training {config.algorithm.upper()} on {run.domain}-{run.task} to '
       f'{run.max_actor_steps} actor steps; logs and checkpoints in '
       f'{os.path.abspath(run.workdir)}')
-  with stopping.GracefulStop() as stop:
-    session.train(stop)
-    stopped = stop.requested
-  return session.finish(stopped=stopped)
+  try:
+    with stopping.GracefulStop() as stop:
+      session.train(stop)
+      stopped = stop.requested
+    return session.finish(stopped=stopped)
+  finally:
+    session.close()
 
 
 class _Session:
@@ -74,7 +83,11 @@ class _Session:
     self.replay.use_feed(self.learner.source.feed
                          if builder.replay_backend == 'device' else None)
     self.checkpointer = checkpointing.Checkpointer(run.workdir)
-    self._restore()
+    try:
+      self._restore()
+    except BaseException:
+      self.close()  # a reverb server left running prints errors at exit
+      raise
     start_steps = self.counts['actor_steps']
     self.actor = builder.actor_loop(self.learner, actor_index=0,
                                     writer=self.replay.writer,
@@ -147,19 +160,24 @@ class _Session:
                                with_replay=self.run.checkpoint_replay)
 
   def finish(self, *, stopped: bool) -> Dict[str, Any]:
-    """The final evaluation (unless stopped early) and checkpoint; closes
-    everything; the run's summary."""
+    """The final evaluation (unless stopped early) and checkpoint; the run's
+    summary."""
     if not stopped:
       self.evaluator.finish(actor_steps=self.counts['actor_steps'],
                             learner_steps=self.learner.sgd_steps,
                             wall_time=self.clock())
     self.save()
-    self.checkpointer.close()
-    self.replay.close()
     return runs.summary(self.run, actor_steps=self.counts['actor_steps'],
                         learner_steps=self.learner.sgd_steps,
                         last_eval_return=self.evaluator.last_return,
                         elapsed_s=self.clock(), stopped_early=stopped)
+
+  def close(self) -> None:
+    """Closes the checkpointer and the replay (once)."""
+    if self.replay is not None:
+      self.checkpointer.close()
+      self.replay.close()
+      self.replay = None
 
 
 class _Replay:
@@ -170,14 +188,29 @@ class _Replay:
     self.min_size = builder.config.min_replay_size
     self._table = builder.table
     self._feed = None
-    # With a replay checkpoint in the workdir, the server starts from it.
-    self._server = reverb.Server([builder.replay_table()], port=None,
-                                 checkpointer=builder.replay_checkpointer())
+    self._replay_dir = workdir_lib.Workdir(builder.run.workdir).replay
+    self._server = self._start_server(builder)
     self.client = reverb.Client(f'localhost:{self._server.port}')
     self.items_at_start = self._items()  # > 0 when a checkpoint was restored
     self._gate = builder.ratio_gate(items_in_replay=self.items_at_start)
     self.writer = builder.writer(self.client)
     self._filled = False  # this session's table has reached min_size
+
+  def _start_server(self, builder: builder_lib.Builder) -> reverb.Server:
+    """The server; with a replay checkpoint in the workdir, it starts from
+    it, or empty (one `warning:` line) if Reverb cannot load it."""
+    checkpointer = builder.replay_checkpointer()
+    try:
+      return reverb.Server([builder.replay_table()], port=None,
+                           checkpointer=checkpointer)
+    except RuntimeError as e:  # damage replay_checkpoint.check cannot see
+      folder = checkpointer and replay_checkpoint.newest(self._replay_dir)
+      if not folder:
+        raise
+      print(replay_checkpoint.set_aside(folder, recovery.one_line(e)),
+            file=sys.stderr, flush=True)
+    return reverb.Server([builder.replay_table()], port=None,
+                         checkpointer=builder.replay_checkpointer())
 
   def _items(self) -> int:
     return replay_lib.num_items(self.client, self._table)
@@ -213,7 +246,7 @@ class _Replay:
 
   def checkpoint(self) -> None:
     self.writer.flush()  # so the checkpoint holds every item written so far
-    self.client.checkpoint()
+    replay_checkpoint.save(self.client.checkpoint, self._replay_dir)
 
   def close(self) -> None:
     # Close the writer while the server still runs: closing it later (when it

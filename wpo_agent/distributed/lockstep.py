@@ -10,11 +10,13 @@ run has several hosts; nothing here imports Launchpad or Reverb.
 import os
 import time
 import traceback
-from typing import Callable
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from acme.utils import counting
+import jax
 import numpy as np
 
+from wpo_agent import checkpoint_recovery as recovery
 from wpo_agent import checkpointing
 from wpo_agent import runs
 from wpo_agent.distributed import control as control_lib
@@ -25,20 +27,99 @@ from wpo_agent.distributed import hosts
 _COORDINATOR_GRACE_S = 2.0
 
 
-def restore(checkpointer, learner, *, with_replay: bool) -> None:
-  """The newest checkpoint every host has, and host 0's learner state on
-  every host (all hosts then step identically)."""
-  newest = checkpointer.latest_step()
-  step = hosts.common_step(hosts.exchange(
-      np.array([-1 if newest is None else newest], np.int32))[:, 0])
-  restored = None
-  if step is not None and step in checkpointer.all_steps():
-    restored = checkpointer.restore(learner.save(), step)
+# The newest steps each host offers for a resume (its checkpointer keeps 2).
+_OFFERED_STEPS = 8
+# The counts a resume seeds the counter with (supervisor.make_spec).
+_COUNTS = ('actor_steps', 'learner_steps', 'episodes', 'global_actor_steps')
+
+
+def offered_steps(steps: Sequence[int]) -> np.ndarray:
+  """A host's row for the resume exchange: its newest steps, -1 padded."""
+  newest = sorted(steps, reverse=True)[:_OFFERED_STEPS]
+  return np.array(newest + [-1] * (_OFFERED_STEPS - len(newest)), np.int32)
+
+
+def common_steps(rows: np.ndarray) -> List[int]:
+  """The steps every host that has a checkpoint holds, newest first (the
+  same list on every host: they see the same rows)."""
+  held = [set(int(s) for s in row if s >= 0) for row in np.asarray(rows)]
+  held = [h for h in held if h]
+  return sorted(set.intersection(*held), reverse=True) if held else []
+
+
+def restore(checkpointer, learner, *, with_replay: bool,
+            warn: Callable[[str], None] = recovery.warn_stderr
+            ) -> Optional[Dict[str, Any]]:
+  """The newest checkpoint step that every host holds and reads back whole,
+  with host 0's learner state on every host (all then step identically);
+  this host's metadata of it, or None (no host has a checkpoint).
+
+  A collective: every host makes the same exchanges (one for the hosts'
+  steps, one per step tried), so all restore the same step or all raise the
+  same CheckpointError. Steps this host could not read, newer than the one
+  restored, are set aside with one `warning:` line.
+  """
+  mine = checkpointer.all_steps()
+  rows = hosts.exchange(offered_steps(mine))
+  failed = []
+  for step in common_steps(rows):
+    read = None
+    if mine:  # a host without any (a new workdir) takes host 0's state
+      try:
+        read = recovery.reading(checkpointer.read_leaves, step)
+      except recovery.Unreadable as e:
+        failed.append((step, e))
+    ok = read is not None or not mine
+    if hosts.exchange(np.array([ok], np.int32)).all():
+      if failed:
+        warn(recovery.fallback_line(
+            checkpointer.directory, failed, step,
+            [checkpointer.set_aside(s) for s, _ in failed]))
+      return _apply(learner, read, with_replay=with_replay)
+  if (np.asarray(rows) >= 0).any():
+    raise recovery.CheckpointError(
+        'no checkpoint step that every host holds can be loaded on every host '
+        f'(steps held: host {_held(rows)}'
+        + (f'; this host {recovery.cannot_load(failed, checkpointer.directory)}'
+           if failed else '') +
+        '); move every host\'s checkpoints folder away to start afresh')
+  learner.restore(hosts.from_host0(learner.save()))  # equal fresh states
+  return None
+
+
+def _held(rows: np.ndarray) -> str:
+  """'0: [300, 200], 1: [200]': each host's offered steps."""
+  return ', '.join(f'{h}: {[int(s) for s in row if s >= 0]}'
+                   for h, row in enumerate(np.asarray(rows)))
+
+
+def _apply(learner, read, *, with_replay: bool) -> Optional[Dict[str, Any]]:
+  """Host 0's state and this host's replay of `read` (None: this host has
+  no checkpoint) into `learner`; this host's metadata of it."""
+  if read is None:
+    learner.restore(hosts.from_host0(learner.save()))
+    return None
+  state_leaves, metadata, replay_leaves = read
+  state = jax.tree.unflatten(jax.tree.structure(learner.save()), state_leaves)
   # Equal on every host before it reaches a device (device_put checks).
-  learner.restore(hosts.from_host0(
-      restored[0] if restored else learner.save()))
-  if restored and with_replay:
-    checkpointing.restore_replay(checkpointer, learner, restored[1], step)
+  learner.restore(hosts.from_host0(state))
+  if (with_replay and replay_leaves is not None and
+      checkpointing.REPLAY_FILLED in metadata):
+    learner.restore_replay(
+        metadata[checkpointing.REPLAY_FILLED],
+        lambda like: jax.tree.unflatten(jax.tree.structure(like),
+                                        replay_leaves))
+  return metadata
+
+
+def count_corrections(seeded: Dict[str, Any],
+                      restored: Optional[Dict[str, Any]]) -> Dict[str, int]:
+  """What to add to the counter, seeded with `seeded` (the supervisor's
+  read of this host's newest checkpoint), so that it holds the counts of the
+  checkpoint the hosts restored (`restored`, None: none)."""
+  restored = restored or {}
+  return {k: int(restored.get(k, 0)) - int(seeded.get(k, 0)) for k in _COUNTS
+          if int(restored.get(k, 0)) != int(seeded.get(k, 0))}
 
 
 class Lockstep:

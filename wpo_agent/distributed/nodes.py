@@ -23,7 +23,9 @@ from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
 from wpo_agent import nstep_writer
+from wpo_agent import replay_checkpoint
 from wpo_agent import runs
+from wpo_agent import workdir as workdir_lib
 from wpo_agent.distributed import bookkeeping
 from wpo_agent.distributed import control as control_lib
 from wpo_agent.distributed import hosts
@@ -110,21 +112,35 @@ class LearnerNode:
     return self._learner.get_variables(names)
 
   def _restore(self) -> None:
-    """The newest checkpoint (with several hosts: lockstep.restore)."""
+    """The checkpoint the supervisor read the counts of (with several hosts:
+    the newest every host can load, lockstep.restore)."""
     with_replay = self._node.run.checkpoint_replay
     if self._node.run.num_hosts > 1:
-      lockstep.restore(self._checkpointer, self._learner,
-                       with_replay=with_replay)
-    else:
-      checkpointing.restore_learner(self._checkpointer, self._learner,
-                                    with_replay=with_replay)
+      restored = lockstep.restore(self._checkpointer, self._learner,
+                                  with_replay=with_replay)
+      # An older step than this host's newest (another host lacks that one):
+      # its counts, before any actor starts (they wait for parameters).
+      fix = lockstep.count_corrections(self._node.spec['initial_counts'],
+                                       restored)
+      if fix:
+        self._counter.increment(**fix)
+      self._published = int((restored or {}).get('global_actor_steps', 0))
+      return
+    spec = self._node.spec
+    if 'resume_step' in spec and spec['resume_step'] is None:
+      return  # the workdir had no checkpoint
+    checkpointing.restore_learner(self._checkpointer, self._learner,
+                                  with_replay=with_replay,
+                                  step=spec.get('resume_step'))
 
   def _save(self, step=None, actor_steps=None) -> None:
     """A checkpoint at `step` (default: the counter's actor steps), whose
     metadata holds the counts, with this host's actor steps replaced by
     `actor_steps` where given (lockstep: those the hosts' decision used)."""
     if self._node.run.checkpoint_replay:
-      self._replay_client.checkpoint()  # first: never older than the learner's
+      # First, so that it is never older than the learner's.
+      replay_checkpoint.save(self._replay_client.checkpoint,
+                             workdir_lib.Workdir(self._node.run.workdir).replay)
     counts = self._counter.get_counts()
     meta = dict(counts, elapsed_s=self._node.elapsed())
     if actor_steps is not None:
@@ -158,8 +174,7 @@ class LearnerNode:
           learner=self._learner, counter=self._counter, control=node.control,
           run=node.run,
           sgd_steps_per_call=node.config.sgd_steps_per_learner_step,
-          published_steps=int(node.spec['initial_counts'].get(
-              'global_actor_steps', 0)),
+          published_steps=self._published,
           save=lambda step, host_steps: self._save(step=step,
                                                    actor_steps=host_steps),
           final_eval_wait_s=_FINAL_EVAL_WAIT_S).run()

@@ -27,12 +27,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
 
+from wpo_agent import checkpoint_recovery as recovery
 from wpo_agent import checkpointing
 from wpo_agent import config as config_lib
 from wpo_agent import device_replay
 from wpo_agent import environments
 from wpo_agent import lifetime
 from wpo_agent import logs
+from wpo_agent import replay_checkpoint
 from wpo_agent import resume as resume_lib
 from wpo_agent import runs
 from wpo_agent import stopping
@@ -123,10 +125,13 @@ def _node_log(workdir: str, name: str) -> str:
 
 
 def make_spec(run: runs.RunOptions, config: config_lib.WPOConfig,
-              resume: Dict[str, Any]) -> Dict[str, Any]:
-  """The launch spec the nodes read (nodes.py); `resume` is the newest
-  checkpoint's metadata ({} if none)."""
+              resume: Dict[str, Any],
+              resume_step: Optional[int] = None) -> Dict[str, Any]:
+  """The launch spec the nodes read (nodes.py); `resume` is the metadata of
+  the checkpoint at `resume_step` that the learner restores ({} and None if
+  none: checkpointing.resume_point)."""
   return dict(run=run.to_dict(), config=config.to_dict(),
+              resume_step=resume_step,
               initial_counts={k: resume[k] for k in
                               ('actor_steps', 'learner_steps', 'episodes',
                                'global_actor_steps') if k in resume},
@@ -150,8 +155,12 @@ def _check_failures(control, statuses, expected, program, program_log,
   workdir = os.path.dirname(control.root)
   for name, status in statuses.items():
     if status['state'] == control_lib.FAILED:
-      raise ProgramFailed(f'node {name} failed: {status.get("error", "")}',
-                          node=name, details=control.error_text(name) or '')
+      error = status.get('error', '')
+      # A checkpoint's failure (a full disk) is one line that says it all.
+      details = ('' if error.startswith(f'{recovery.CheckpointError.__name__}:')
+                 else control.error_text(name) or '')
+      raise ProgramFailed(f'node {name} failed: {error}', node=name,
+                          details=details)
     # While stopping, nodes may end abruptly, but the learner must report.
     if (status['state'] == control_lib.RUNNING and
         (stopping_since is None or name == 'learner') and
@@ -287,9 +296,13 @@ def _run_claimed(run_options, config, base_workdir) -> Dict[str, Any]:
   resume_lib.write_run_config(workdir, run_options, config)
   control = control_lib.Control(workdir)
   control.reset()
-  resume = checkpointing.open_checkpointer(
-      workdir, num_hosts=run_options.num_hosts).latest_metadata() or {}
-  spec = make_spec(run_options, config, resume)
+  # The step the learner restores, and its counts; damage set aside here,
+  # where the warnings reach the terminal (the nodes' go to their logs).
+  step, resume = checkpointing.resume_point(
+      workdir, num_hosts=run_options.num_hosts) or (None, {})
+  if run_options.checkpoint_replay:
+    replay_checkpoint.check(workdir_lib.Workdir(workdir).replay)
+  spec = make_spec(run_options, config, resume, resume_step=step)
   say = (lambda *a: None) if run_options.quiet else (
       lambda *a: print(*a, flush=True))
   expected = _expected_nodes(run_options)
