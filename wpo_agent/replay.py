@@ -230,17 +230,21 @@ def make_dataset_iterator(server: Union[str, reverb.Client], *, table: str,
                       prefetch=prefetch).as_numpy_iterator()
 
 
-def make_checkpointer(workdir: str) -> checkpointers.DefaultCheckpointer:
+def make_checkpointer(workdir: str, *,
+                      check: bool = True) -> checkpointers.DefaultCheckpointer:
   """Reverb checkpointer in `workdir`/replay.
 
   A server built with it loads the newest checkpoint there on start;
   `client.checkpoint()` writes a new one, and reverb keeps only the newest.
-  First, unfinished saves are removed and a damaged newest checkpoint is set
-  aside with one `warning:` line on stderr, so that the server starts empty
-  instead of failing (replay_checkpoint.check: what Reverb does with one).
+  First (unless `check` is False: the distributed supervisor has done it
+  before launch), unfinished saves are removed and a damaged newest
+  checkpoint is set aside with one `warning:` line on stderr, so that the
+  server starts empty instead of failing (replay_checkpoint.check: what
+  Reverb does with one).
   """
   replay_dir = workdir_lib.Workdir(workdir).replay
-  replay_checkpoint.check(replay_dir)
+  if check:
+    replay_checkpoint.check(replay_dir)
   return checkpointers.DefaultCheckpointer(replay_dir)
 
 

@@ -48,7 +48,9 @@ def _replay_tables(spec: Spec):
 
 def _replay_checkpointer(workdir: str):
   from wpo_agent import replay  # pylint: disable=g-import-not-at-top
-  return replay.make_checkpointer(workdir)
+  # The supervisor checked it before launch (supervisor._run_claimed): a
+  # second walk would read the whole checkpoint again.
+  return replay.make_checkpointer(workdir, check=False)
 
 
 def _learner(replay, counter, spec: Spec):
